@@ -1,0 +1,3 @@
+from xelm.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""Run configuration: typed dataclasses (validated by pydantic), YAML on disk, CLI overrides.
+
+Precedence: dataclass defaults < YAML file < `--set key.path=value` overrides. Every problem
+(unknown key, wrong type) is collected and reported at once, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
+from xelm.errors import XelmError
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(config=_STRICT)
+class DataConfig:
+    """Stage 0: the demo corpus (LibreOffice help) and its out-of-domain test set (UDHR)."""
+
+    train_langs: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_TRAIN_LANGS))
+    heldout_langs: list[str] = dataclasses.field(
+        default_factory=lambda: list(DEFAULT_HELDOUT_LANGS)
+    )
+    min_translated_share: float = 0.3  # of a page's characters that must differ from English
+    min_bytes: int = 200  # drop near-empty pages
+    validation_fraction: float = 0.05  # of each language's pages (by hash of the page id)
+    test_fraction: float = 0.05
+    udhr: bool = True  # also build the UDHR out-of-domain test set
+
+
+@dataclass(config=_STRICT)
+class TokenizerConfig:
+    """The shared tokenizer of the seed and every expert."""
+
+    vocab_size: int = 8192  # byte-level BPE vocabulary size, special tokens included
+    sample_chars: int = 20_000_000  # characters of the language-balanced training sample
+    alpha: float = 0.3  # language sampling exponent, p_l ∝ n_l^alpha (mC4/XGLM: 0.3)
+    min_frequency: int = 2
+    include_heldout: bool = False  # sample the held-out languages too (default: training only)
+    pretrained: str | None = None  # use this HF tokenizer (folder or hub name) instead
+
+
+@dataclass(config=_STRICT)
+class RunConfig:
+    """One X-ELM run: every stage writes one folder under `run_dir`."""
+
+    run_dir: str = "runs/demo"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise XelmError(f"--set {dotted}: {key!r} is not a section")
+    tree[leaf] = value
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        unknown = e["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+        msg = "unknown key" if unknown else e["msg"].lower()
+        problems.append(f"{key}: {msg}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (or defaults when `path` is None) plus `key.path=value` overrides
+    (values parsed as YAML, so `--set tokenizer.vocab_size=4096` is an int)."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.exists():
+            raise XelmError(f"{path}: no such config file")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise XelmError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise XelmError(f"{path}: expected a mapping of sections at the top level")
+        tree = loaded or {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise XelmError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return TypeAdapter(RunConfig).validate_python(tree)
+    except ValidationError as e:
+        raise XelmError(_format_errors(source, e)) from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of configuration values: a stage re-runs when its inputs' change."""
+    blob = json.dumps(
+        [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dump_config(cfg: RunConfig, path: str | Path) -> None:
+    from xelm.paths import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))

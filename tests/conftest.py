@@ -1,0 +1,51 @@
+"""Shared fixtures: tests run offline, on small synthetic corpora built in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Artificial "languages": each draws words from its own alphabet (Latin, Cyrillic, kana), so
+# tokenizers and clustering have real structure to find. The labels are real BCP-47 tags.
+ALPHABETS = {
+    "en": "abcdefghijklmnopqrstuvwxyz",
+    "ru": "абвгдежзийклмнопрстуфхцчшщыэюя",
+    "ja": "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよ",
+}
+
+
+def synthetic_text(lang: str, rng: random.Random, words: int = 80) -> str:
+    alphabet = ALPHABETS[lang]
+    sep = "" if lang == "ja" else " "
+    return sep.join(
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 7))) for _ in range(words)
+    )
+
+
+def synthetic_docs(langs=("en", "ru", "ja"), pages: int = 60, seed: int = 0):
+    """Parallel synthetic documents: page ids are shared across languages, like the demo."""
+    from xelm.corpus import Document
+
+    rng = random.Random(seed)
+    # a small language (ja) gets fewer pages, so balancing has something to do
+    return [
+        Document(f"page-{i:04d}", lang, synthetic_text(lang, rng))
+        for lang in langs
+        for i in range(pages if lang != "ja" else pages // 4)
+    ]
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    from xelm.corpus import CorpusWriter
+
+    out = tmp_path / "corpus"
+    with CorpusWriter(out) as writer:
+        writer.write_all(synthetic_docs())
+    return out

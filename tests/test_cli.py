@@ -1,0 +1,58 @@
+"""The command line as a user meets it: help, version, and one-line errors with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def xelm(*args, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "xelm", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)  # fmt: skip
+
+
+def test_help_lists_the_pipeline_and_version_works():
+    out = xelm("--help").stdout
+    for stage in ("data", "tokenizer", "run"):
+        assert stage in out
+    assert xelm("--version").stdout.startswith("xelm ")
+
+
+def test_import_and_show(tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "lang": "de", "text": f"Text {i}"}) + "\n"
+                           for i in range(4)))  # fmt: skip
+    res = xelm("data", "import", str(src), "--out", str(tmp_path / "c"))
+    assert res.returncode == 0, res.stderr
+    assert "de" in xelm("data", "show", str(tmp_path / "c")).stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"lang": "en"}\n', "docs.jsonl:1: record has no string field 'text'"),
+        ('{"lang": "xx", "text": "t"}\n', "docs.jsonl:1: field 'lang': unknown language code"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback_no_output(tmp_path, content, message):
+    src = tmp_path / "docs.jsonl"
+    src.write_text(content)
+    res = xelm("data", "import", str(src), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_config_key_and_missing_path(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("run_dir: x\ntokenizer:\n  vocab: 10\n")
+    res = xelm("run", str(cfg))
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {cfg}: tokenizer.vocab: unknown key"
+    res = xelm("data", "import", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "no such file" in res.stderr and "Traceback" not in res.stderr

