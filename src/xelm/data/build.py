@@ -45,9 +45,10 @@ def build_demo_corpus(
             reports.append(item)
             if progress:
                 progress(item)
-            if item.kept == 0:
+            if item.kept < filt.min_documents:
                 raise XelmError(
-                    f"{item.package}: no translated pages for {item.lang!r}; leave it out"
+                    f"{item.package}: only {item.kept} of {item.pages} help pages are translated "
+                    f"into {item.lang!r} (minimum {filt.min_documents}); leave {item.lang} out"
                 )
         writer.sources = [
             {"name": r.package, "version": r.version, "license": libreoffice.LICENSE,

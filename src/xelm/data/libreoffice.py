@@ -44,7 +44,7 @@ DEFAULT_TRAIN_LANGS = [
 # Held out for new-language experiments (HMR vs LAPT): sv<-en and pl<-ru mirror the paper's pairs.
 DEFAULT_HELDOUT_LANGS = ["pl", "sv", "et", "km", "sl"]
 
-_HTML = re.compile(r"usr/share/libreoffice/help/[^/]+/(text/.+)\.html$")
+_HTML = re.compile(r"usr/share/libreoffice/help/([^/]+)/(text/.+)\.html$")
 _BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "pre", "td", "th", "dt", "dd")
 _DROP_XPATH = (
     "//script | //style | //code | //img"
@@ -126,6 +126,8 @@ class DemoFilter:
     min_translated_share: float = 0.3
     min_bytes: int = 200  # near-empty pages are dropped (bytes, so CJK pages are not penalised)
     min_script_share: float = 0.3  # of letters in the language's own script (non-Latin scripts)
+    # A language with fewer translated pages is not really translated (Hindi: ~6 % of its text).
+    min_documents: int = 300
 
 
 def translated_text(
@@ -153,12 +155,16 @@ def translated_text(
     return text, total, translated
 
 
-def read_pages(deb: Path) -> Iterator[tuple[str, list[str]]]:
-    """(page path below the language folder, paragraphs) for every help page of a package."""
+def read_pages(deb: Path, folder: str) -> Iterator[tuple[str, list[str]]]:
+    """(page path below the language folder, paragraphs) for every help page of a package.
+
+    Only the package's own language `folder` is read: `libreoffice-help-ca` also ships
+    `ca-valencia`, a second copy of every page.
+    """
     for name, content in iter_deb_files(deb, ".html"):
         m = _HTML.search(name)
-        if m:
-            yield m.group(1), page_paragraphs(content)
+        if m and m.group(1).lower() == folder:
+            yield m.group(2), page_paragraphs(content)
 
 
 def libreoffice_documents(
@@ -183,7 +189,7 @@ def libreoffice_documents(
         script = langcodes.Language.get(lang).maximize().script or "Latn"
         is_reference = lang == REFERENCE
         docs = []
-        for page, paragraphs in read_pages(deb):
+        for page, paragraphs in read_pages(deb, PACKAGES[lang]):
             if is_reference:
                 reference[page] = set(paragraphs)
             text, total, translated = translated_text(
