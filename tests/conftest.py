@@ -49,3 +49,18 @@ def corpus_dir(tmp_path):
     with CorpusWriter(out) as writer:
         writer.write_all(synthetic_docs())
     return out
+
+
+@pytest.fixture(scope="session")
+def lm_setup(tmp_path_factory):
+    """A synthetic corpus with a tokenizer: enough for tiny models to train on."""
+    from xelm.corpus import CorpusWriter
+    from xelm.tokenizer import TokenizerSpec, train_tokenizer
+
+    root = tmp_path_factory.mktemp("lm")
+    with CorpusWriter(root / "corpus") as writer:
+        writer.write_all(synthetic_docs(pages=200))
+    train_tokenizer(
+        root / "corpus", root / "tok", TokenizerSpec(vocab_size=400, sample_chars=200_000)
+    )
+    return root

@@ -5,6 +5,7 @@ User errors (`XelmError`) print one line and exit with code 2, without a traceba
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,17 +26,24 @@ Cross-lingual expert language models (X-ELM): multilingual Branch-Train-Merge.
 Pipeline (each stage writes one folder of a run directory):
   0. data       build a multilingual corpus (demo: LibreOffice help; or import JSONL/Parquet/HF)
   1. tokenizer  train the shared byte-level BPE tokenizer
+  2. train      pretrain the multilingual seed (or continue training any HF causal LM)
+  3. eval       per-language perplexity and bits per byte, models side by side
   *  run        run every stage of a YAML config; finished stages are skipped
 
-Coming next: seed training, allocation (TF-IDF / typology), expert training, ensemble, eval.
+Coming next: allocation (TF-IDF / typology), expert training, ensemble, report.
 """
 
 app = typer.Typer(help=PIPELINE, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, add_completion=False)  # fmt: skip
 data_app = typer.Typer(help="Build and inspect corpora.", no_args_is_help=True)
 tok_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models (one loop for seed, continued training, experts).",
+                        no_args_is_help=True)  # fmt: skip
+eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tok_app, name="tokenizer")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -228,6 +236,118 @@ def run_cmd(
     console.print(corpus_table(manifest, f"{run_dir / 'corpus'}"))
     tokenizer = cfg.tokenizer.pretrained or run_dir / "tokenizer"
     console.print(fertility_table(load_tokenizer(tokenizer), run_dir / "corpus", "validation"))
+
+
+TrainOpt = Annotated[str | None, typer.Option()]
+
+
+def _train(values: dict, config: Path | None, set_: list[str] | None, resume: bool,
+           quiet: bool) -> None:  # fmt: skip
+    from xelm.config import TrainConfig, load_config
+    from xelm.train import TRAIN_INFO, train
+
+    cfg = load_config(config, set_, cls=TrainConfig, values=values)
+    out = train(cfg, resume=resume, progress=not quiet)
+    info = json.loads((out / TRAIN_INFO).read_text())
+    table = Table(title=f"{out}: {info['tokens']:,} tokens in {info['seconds']:.0f} s "
+                        f"({info['params']:,} parameters, {info['precision']})")  # fmt: skip
+    for col in ("lang", "validation loss", "≈ bits/byte"):
+        table.add_column(col, justify="left" if col == "lang" else "right")
+    for lang, ev in info["validation"].items():
+        table.add_row(lang, f"{ev['loss']:.3f}", f"{ev['bits_per_byte']:.3f}")
+    console.print(table)
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Any TrainConfig field: k=v")]
+ResumeOpt = Annotated[bool, typer.Option(help="Continue from the last checkpoint of --out.")]
+QuietOpt = Annotated[bool, typer.Option(help="No progress bar.")]
+
+
+@train_app.command("seed")
+def train_seed(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder.")],
+    tokenizer: Annotated[str, typer.Option(help="Tokenizer folder or hub name.")],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    tokens: Annotated[int | None, typer.Option(help="Training budget in tokens.")] = None,
+    preset: Annotated[str, typer.Option(help="Model preset: tiny, demo, small.")] = "demo",
+    config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:  # fmt: skip
+    """Pretrain a fresh multilingual seed LM on all training languages of a corpus."""
+    values = {"corpus": str(corpus), "tokenizer": tokenizer, "out": str(out),
+              "max_tokens": tokens, "preset": preset}  # fmt: skip
+    _train(values, config, set_, resume, quiet)
+
+
+@train_app.command("continue")
+def train_continue(
+    init: Annotated[str, typer.Option(help="HF causal LM to start from (folder or hub name).")],
+    corpus: Annotated[Path, typer.Option(help="Corpus folder.")],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    tokens: Annotated[int | None, typer.Option(help="Training budget in tokens.")] = None,
+    langs: Langs = None,
+    config: ConfigOpt = None, set_: SetOpt = None, resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:  # fmt: skip
+    """Continue training any HF causal LM on a corpus (or some of its languages)."""
+    values = {"init": init, "corpus": str(corpus), "out": str(out), "max_tokens": tokens,
+              "langs": _split_list(langs)}  # fmt: skip
+    _train(values, config, set_, resume, quiet)
+
+
+def ppl_table(results: dict[str, dict], title: str) -> Table:
+    """Languages as rows, models side by side: bits/byte (and per-token perplexity)."""
+    table = Table(title=title)
+    table.add_column("lang")
+    for name in results:
+        table.add_column(f"{name}\nbits/byte", justify="right")
+        table.add_column("ppl", justify="right")
+    langs = list(dict.fromkeys(lang for r in results.values() for lang in r))
+    for lang in langs:
+        row = [lang]
+        for r in results.values():
+            s = r.get(lang)
+            row += [f"{s['bits_per_byte']:.3f}", f"{s['perplexity']:.1f}"] if s else ["", ""]
+        table.add_row(*row)
+    mean = ["mean"]
+    for r in results.values():
+        vals = [s["bits_per_byte"] for s in r.values()]
+        mean += [f"{sum(vals) / len(vals):.3f}", ""]
+    table.add_row(*mean, style="bold")
+    return table
+
+
+@eval_app.command("ppl")
+def eval_ppl(
+    model: Annotated[list[str], typer.Option(help="HF causal LM folder or hub name; repeat to "
+                                             "compare models (NAME=PATH to label one).")],
+    corpus: Annotated[Path, typer.Option(help="Corpus folder.")],
+    split: str = "test",
+    langs: Langs = None,
+    context: Annotated[int | None, typer.Option(help="Window (default: the model's).")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Per language (default: all).")] = None,
+    unigram: Annotated[bool, typer.Option(help="Add a unigram baseline (tokenizer of the first "
+                                          "model, counts from the train split).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+) -> None:  # fmt: skip
+    """Per-language perplexity and bits per byte of one or more models, side by side."""
+    from xelm.evaluate import evaluate_model, unigram_baseline
+    from xelm.paths import atomic_write_text
+
+    results: dict[str, dict] = {}
+    named = [m.split("=", 1) if "=" in m else (Path(m).name or m, m) for m in model]
+    for name, path in named:
+        with console.status(f"evaluating {path}"):
+            results[name] = evaluate_model(path, corpus, split, _split_list(langs), context,
+                                           max_docs)  # fmt: skip
+    if unigram:
+        results["unigram"] = unigram_baseline(named[0][1], corpus, split, _split_list(langs),
+                                              max_docs)  # fmt: skip
+    console.print(ppl_table(results, f"{corpus} ({split})"))
+    if out:
+        atomic_write_text(out, json.dumps({"corpus": str(corpus), "split": split,
+                                           "models": results}, indent=2) + "\n")  # fmt: skip
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -20,6 +20,7 @@ from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
 from xelm.errors import XelmError
 
 _STRICT = ConfigDict(extra="forbid")
+T = TypeVar("T")
 
 
 @dataclass(config=_STRICT)
@@ -50,6 +51,44 @@ class TokenizerConfig:
 
 
 @dataclass(config=_STRICT)
+class TrainConfig:
+    """One training run (seed pretraining, continued training, an expert, the dense baseline).
+
+    Budgets are in tokens so runs can be compute-matched; one optimizer step consumes
+    `micro_batch_size × grad_accum_steps × processes × seq_len` tokens.
+    """
+
+    corpus: str = ""  # corpus folder (its train split is trained on, validation evaluated)
+    out: str = ""  # the HF model folder to write
+    max_tokens: int = 0  # training budget in tokens
+    preset: str | None = None  # build a fresh Llama of this preset (tiny, demo, small) ...
+    init: str | None = None  # ... or start from this HF causal LM (folder or hub name)
+    tokenizer: str | None = None  # default: the init model's tokenizer
+    langs: list[str] | None = None  # default: the corpus's training languages
+    sampling_alpha: float = 1.0  # language sampling p_l ∝ tokens_l^alpha (1: natural mix)
+    seq_len: int = 256  # tokens per training sequence
+    micro_batch_size: int = 16  # sequences per forward/backward pass (per process)
+    grad_accum_steps: int = 1
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final learning rate as a fraction of the peak
+    warmup_fraction: float = 0.05  # of the optimizer steps
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm (0: off)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 where the hardware has it
+    seed: int = 0
+    eval_every: int = 0  # optimizer steps between validation evaluations (0: at the end only)
+    eval_blocks: int = 8  # validation sequences per language in those evaluations
+    log_every: int = 10  # optimizer steps between metric lines
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: none)
+    keep_checkpoints: int = 2  # the last M checkpoints are kept
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    compile: bool = False  # torch.compile the model (measured: no gain on small CPU models)
+
+
+@dataclass(config=_STRICT)
 class RunConfig:
     """One X-ELM run: every stage writes one folder under `run_dir`."""
 
@@ -77,9 +116,15 @@ def _format_errors(source: str, err: ValidationError) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a RunConfig from YAML (or defaults when `path` is None) plus `key.path=value` overrides
-    (values parsed as YAML, so `--set tokenizer.vocab_size=4096` is an int)."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    cls: type[T] = RunConfig,  # type: ignore[assignment]
+    values: dict[str, Any] | None = None,
+) -> T:
+    """Load a `cls` (default RunConfig) from YAML (or defaults when `path` is None), then `values`
+    (e.g. CLI options), then `key.path=value` overrides (parsed as YAML, so
+    `--set tokenizer.vocab_size=4096` is an int)."""
     tree: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -94,13 +139,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise XelmError(f"{path}: expected a mapping of sections at the top level")
         tree = loaded or {}
+    tree.update({k: v for k, v in (values or {}).items() if v is not None})
     for item in overrides or []:
         if "=" not in item:
             raise XelmError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         _set_path(tree, key.strip(), yaml.safe_load(raw))
     try:
-        return TypeAdapter(RunConfig).validate_python(tree)
+        return TypeAdapter(cls).validate_python(tree)
     except ValidationError as e:
         raise XelmError(_format_errors(source, e)) from None
 

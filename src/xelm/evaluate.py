@@ -1,0 +1,151 @@
+"""Per-language perplexity and bits per byte of any HF causal LM on held-out documents.
+
+Accounting (so numbers are comparable across tokenizers and scripts):
+- each document is scored on its own, preceded by the document separator the model was trained
+  with (EOS for xelm models; BOS when a tokenizer has no EOS), and every one of its tokens is
+  predicted exactly once;
+- documents longer than the context are scored with a sliding window: each window predicts only
+  the tokens the previous window did not, with the rest of the window as context;
+- bits/byte = total NLL (nats) / ln 2 / UTF-8 bytes of the documents; perplexity is per token of
+  the model's own tokenizer. The end-of-document token is not scored (its "text" has no bytes).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from xelm.corpus import Corpus
+from xelm.errors import XelmError
+
+
+@dataclass
+class LangScore:
+    documents: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    nll: float = 0.0  # nats, summed over tokens
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll / self.tokens) if self.tokens else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nll / math.log(2) / self.bytes if self.bytes else float("nan")
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "perplexity": round(self.perplexity, 4),
+                "bits_per_byte": round(self.bits_per_byte, 5)}  # fmt: skip
+
+
+def windows(ids: list[int], context: int, stride: int) -> list[tuple[list[int], int]]:
+    """Split `ids` (separator first) into (window, number of trailing tokens to score) pairs so
+    that every token after the separator is scored once, each with as much context as fits."""
+    targets = len(ids) - 1
+    if targets <= 0:
+        return []
+    out = []
+    end = min(context + 1, len(ids))
+    out.append((ids[:end], end - 1))
+    while end < len(ids):
+        new_end = min(end + stride, len(ids))
+        start = max(0, new_end - context - 1)
+        out.append((ids[start:new_end], new_end - end))
+        end = new_end
+    return out
+
+
+@torch.no_grad()
+def score_texts(
+    model, tokenizer, texts: list[str], context: int, stride: int | None = None,
+    batch_size: int = 8, device: str | torch.device = "cpu",
+) -> LangScore:  # fmt: skip
+    """Sum of NLL over all tokens of `texts` (each scored as its own document)."""
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+    if sep is None:
+        raise XelmError("the tokenizer has neither an eos nor a bos token to start documents with")
+    stride = stride or max(1, context // 2)
+    score = LangScore()
+    pieces = []
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
+                         strict=True):  # fmt: skip
+        score.documents += 1
+        score.tokens += len(ids)
+        score.bytes += len(text.encode("utf-8"))
+        pieces += windows([sep, *ids], context, stride)
+    pieces.sort(key=lambda p: len(p[0]))  # similar lengths together: little padding
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep
+    for i in range(0, len(pieces), batch_size):
+        chunk = pieces[i : i + batch_size]
+        width = max(len(w) for w, _ in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
+        for row, (w, n_score) in enumerate(chunk):
+            ids[row, : len(w)] = torch.tensor(w)
+            mask[row, : len(w)] = 1
+            target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(device),
+                              reduction="none")  # fmt: skip
+        score.nll += nll[target_mask.to(device)].sum().item()
+    return score
+
+
+def evaluate_model(
+    model_path: str | Path, corpus_dir: str | Path, split: str = "test",
+    langs: list[str] | None = None, context: int | None = None, max_docs: int | None = None,
+    batch_size: int = 8,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model."""
+    from xelm.models import check_vocab, load_model
+    from xelm.tokenizer import load_tokenizer
+
+    model = load_model(model_path).eval()
+    tokenizer = load_tokenizer(model_path)
+    check_vocab(model, tokenizer, where=str(model_path))
+    context = context or getattr(model.config, "max_position_embeddings", None) or 1024
+    corpus = Corpus(corpus_dir)
+    results = {}
+    for lang in langs or corpus.langs:
+        texts = [d.text for d in itertools.islice(corpus.documents(split, [lang]), max_docs)]
+        if not texts:
+            raise XelmError(f"{corpus.path}: language {lang!r} has no documents in split {split!r}")
+        results[lang] = score_texts(model, tokenizer, texts, context - 1,
+                                    batch_size=batch_size).to_dict()  # fmt: skip
+    return results
+
+
+def unigram_baseline(
+    tokenizer_path: str | Path, corpus_dir: str | Path, split: str = "test",
+    langs: list[str] | None = None, max_docs: int | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """A per-language unigram LM (add-one smoothed token frequencies of the train split): the bar
+    a trained model must clear clearly."""
+    from xelm.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_path)
+    corpus = Corpus(corpus_dir)
+    vocab = len(tokenizer)
+    results = {}
+    for lang in langs or corpus.langs:
+        counts: Counter[int] = Counter()
+        for doc in corpus.documents("train", [lang]):
+            counts.update(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
+        total = sum(counts.values()) + vocab
+        score = LangScore()
+        for doc in itertools.islice(corpus.documents(split, [lang]), max_docs):
+            ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+            score.documents += 1
+            score.tokens += len(ids)
+            score.bytes += len(doc.text.encode("utf-8"))
+            score.nll -= sum(math.log((counts[i] + 1) / total) for i in ids)
+        results[lang] = score.to_dict()
+    return results

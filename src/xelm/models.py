@@ -1,0 +1,85 @@
+"""Models: any HF causal LM, or a small Llama built from a named preset.
+
+Every model xelm writes is a plain HF folder (safetensors + config + tokenizer), so it loads with
+`AutoModelForCausalLM.from_pretrained` and nothing of ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as hf_logging
+
+from xelm.errors import XelmError
+from xelm.paths import atomic_dir
+
+hf_logging.disable_progress_bar()  # per-shard bars for a few-MB model are noise in our output
+
+# Llama shapes. `tiny` is for tests; `demo` is sized for a few minutes of training on 2 CPU cores:
+# with a BPE vocabulary of a few thousand the embedding/LM head is most of the compute, so the body
+# stays small.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 2},
+    "demo": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+             "num_attention_heads": 2, "num_key_value_heads": 2},
+    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 6,
+              "num_attention_heads": 4, "num_key_value_heads": 4},
+}  # fmt: skip
+
+
+def build_model(preset: str, tokenizer, max_positions: int, seed: int = 0):
+    """A freshly initialised Llama of the given preset for `tokenizer`'s vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if preset not in PRESETS:
+        raise XelmError(f"unknown model preset {preset!r}; use one of {', '.join(PRESETS)}")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+        **PRESETS[preset],
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(name_or_path: str | Path):
+    """Any HF causal LM (folder or hub name), in float32 for training/evaluation on CPU."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XelmError(f"{name_or_path}: cannot load a causal LM ({first})") from None
+
+
+def check_vocab(model, tokenizer, where: str = "") -> None:
+    """The model must have an embedding row for every token id the tokenizer can produce."""
+    n_model = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_model:
+        at = f"{where}: " if where else ""
+        raise XelmError(
+            f"{at}tokenizer has {len(tokenizer)} tokens but the model only {n_model} embeddings; "
+            "use the tokenizer the model was trained with"
+        )
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model, tokenizer, out: str | Path, extra_files: dict[str, str] | None = None):
+    """Write a complete HF folder atomically (a reader never sees a half-written model)."""
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return Path(out)

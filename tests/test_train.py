@@ -1,0 +1,144 @@
+"""The training loop: exact resume after a real SIGKILL, schedules, sampling, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from xelm.config import TrainConfig
+from xelm.errors import XelmError
+from xelm.tokens import BlockSampler
+from xelm.train import lr_lambda, train
+
+
+def tiny_cfg(root, out, **kw):
+    base = dict(corpus=str(root / "corpus"), tokenizer=str(root / "tok"), out=str(out),
+                preset="tiny", max_tokens=60 * 4 * 32, seq_len=32, micro_batch_size=4,
+                log_every=1, threads=1)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def step_losses(model_dir):
+    lines = [json.loads(x) for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+
+def xelm_train(root, out, *extra):
+    return [sys.executable, "-m", "xelm", "train", "seed", "--corpus", str(root / "corpus"),
+            "--tokenizer", str(root / "tok"), "--out", str(out), "--preset", "tiny",
+            "--tokens", str(400 * 4 * 32), "--quiet", "--set", "seq_len=32",
+            "--set", "micro_batch_size=4", "--set", "log_every=1", "--set", "threads=1",
+            "--set", "checkpoint_every=10", *extra]  # fmt: skip
+
+
+def test_resume_after_sigkill_gives_the_same_losses_and_weights(lm_setup, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(xelm_train(lm_setup, tmp_path / "a"), check=True, env=env, timeout=600)
+
+    proc = subprocess.Popen(xelm_train(lm_setup, tmp_path / "b"), env=env)
+    checkpoints = tmp_path / "b.work" / "checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("step_*/COMPLETE")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert not (tmp_path / "b").exists(), "the run finished before it could be killed"
+    subprocess.run(xelm_train(lm_setup, tmp_path / "b", "--resume"), check=True, env=env,
+                   timeout=600)  # fmt: skip
+
+    a, b = step_losses(tmp_path / "a"), step_losses(tmp_path / "b")
+    assert len(a) == 400 and a == b  # bit-identical, step by step
+    wa, wb = (
+        load_file(tmp_path / "a" / "model.safetensors"),
+        load_file(tmp_path / "b" / "model.safetensors"),
+    )
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (tmp_path / "b.work").exists()  # work folder removed once the model is saved
+
+
+def test_trained_model_is_a_plain_hf_folder_that_learned(lm_setup, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = train(tiny_cfg(lm_setup, tmp_path / "m", eval_every=20), progress=False)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).eos_token == "</s>"
+    info = json.loads((out / "xelm_train.json").read_text())
+    assert info["tokens"] == 60 * 4 * 32 and info["steps"] == 60
+    losses = step_losses(out)
+    assert sum(list(losses.values())[-10:]) < sum(list(losses.values())[:10])
+    assert model.config.vocab_size == 400
+
+
+def test_unfinished_run_needs_resume_and_same_config(lm_setup, tmp_path):
+    cfg = tiny_cfg(lm_setup, tmp_path / "m", checkpoint_every=5)
+    work = tmp_path / "m.work" / "checkpoints" / "step_00000005"
+    work.mkdir(parents=True)
+    (work / "COMPLETE").write_text("")
+    (work / "train_state.json").write_text(json.dumps({"config": {**cfg.__dict__, "lr": 1.0}}))
+    with pytest.raises(XelmError, match="pass --resume"):
+        train(cfg, progress=False)
+    with pytest.raises(XelmError, match=r"different config \(lr: 1.0 -> 0.003\)"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_bad_input_errors(lm_setup, tmp_path):
+    with pytest.raises(XelmError, match="less than one optimizer step"):
+        train(tiny_cfg(lm_setup, tmp_path / "m", max_tokens=10), progress=False)
+    with pytest.raises(XelmError, match="give exactly one of preset"):
+        train(tiny_cfg(lm_setup, tmp_path / "m", init=str(tmp_path)), progress=False)
+    # a model whose embedding is smaller than the tokenizer's vocabulary
+    small = train(tiny_cfg(lm_setup, tmp_path / "small", max_tokens=4 * 32), progress=False)
+    from transformers import AutoTokenizer
+
+    big = AutoTokenizer.from_pretrained(small)
+    big.add_tokens([f"extra{i}" for i in range(50)])
+    big.save_pretrained(tmp_path / "bigtok")
+    with pytest.raises(XelmError, match="tokenizer has 450 tokens but the model only 400"):
+        train(tiny_cfg(lm_setup, tmp_path / "m2", preset=None, init=str(small),
+                       tokenizer=str(tmp_path / "bigtok")), progress=False)  # fmt: skip
+
+
+def test_language_without_data_in_a_split(lm_setup, tmp_path):
+    from xelm.corpus import Corpus, CorpusWriter, Document
+    from xelm.tokenizer import load_tokenizer
+    from xelm.tokens import token_streams
+
+    with CorpusWriter(tmp_path / "c") as w:
+        w.write(Document("only-one", "fr", "un seul document"))
+    corpus = Corpus(tmp_path / "c")
+    empty = next(s for s in ("train", "validation", "test") if s != corpus.splits.of("only-one"))
+    with pytest.raises(XelmError, match=f"'fr' has no documents in the '{empty}' split"):
+        token_streams(corpus, load_tokenizer(lm_setup / "tok"), empty, ["fr"], tmp_path / "cache")
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    f = lr_lambda(TrainConfig(warmup_fraction=0.1, min_lr_ratio=0.1), total_steps=100)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(50) < f(20) < 1.0
+    assert f(99) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_sampler_resumes_exactly_and_respects_weights():
+    import numpy as np
+
+    streams = {"en": np.arange(10_000) % 97, "fr": np.arange(3_000) % 89}
+    a = BlockSampler(streams, seq_len=16, weights={"en": 0.8, "fr": 0.2}, seed=1)
+    for _ in range(50):
+        a.next_batch(8)
+    state = json.loads(json.dumps(a.state_dict()))  # JSON-serialisable
+    b = BlockSampler(streams, seq_len=16, weights={"en": 0.8, "fr": 0.2}, seed=1)
+    b.load_state_dict(state)
+    for _ in range(200):  # crosses epoch boundaries of the small language
+        assert torch.equal(a.next_batch(8), b.next_batch(8))
+    assert b.epoch["fr"] >= 1
+    big = BlockSampler(streams, 16, {"en": 0.8, "fr": 0.2}, seed=2).next_batch(4000)
+    share_en = (big[:, 0] == big[:, 1] - 1).float().mean().item()  # both streams count up
+    assert share_en > 0.9
+    with pytest.raises(XelmError, match="fewer than one block"):
+        BlockSampler({"xx": np.arange(5)}, 16, {"xx": 1.0})
