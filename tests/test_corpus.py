@@ -153,3 +153,11 @@ def test_missing_path_and_not_a_corpus(tmp_path):
         list(read_source(tmp_path / "nope.jsonl"))
     with pytest.raises(XelmError, match="not an xelm corpus"):
         Corpus(tmp_path)
+
+
+def test_text_is_normalised_to_nfc(tmp_path):
+    decomposed = "Vie\u0302\u0323t"  # "Việt" as base letters + combining marks (NFD)
+    with CorpusWriter(tmp_path / "c") as w:
+        w.write(Document("a", "vi", decomposed))
+    (doc,) = Corpus(tmp_path / "c").documents()
+    assert doc.text == "Vi\u1ec7t" and len(doc.text) == 4

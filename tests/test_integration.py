@@ -1,5 +1,6 @@
 """End to end on the real Debian packages: `xelm run configs/tiny.yaml` (3 + 1 held-out langs)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def tiny_run(tmp_path_factory):
 
 def test_corpus_is_parallel_translated_and_split_alike(tiny_run):
     cfg, status = tiny_run
-    assert status == {"corpus": "built", "udhr": "built", "tokenizer": "built"}
+    assert status == dict.fromkeys(["corpus", "udhr", "tokenizer", "seed", "eval"], "built")
     corpus = Corpus(Path(cfg.run_dir) / "corpus")
     assert corpus.train_langs == ["en", "fr", "ja"] and corpus.heldout_langs == ["pl"]
     ids = {lang: {d.id for d in corpus.documents(None, [lang])} for lang in corpus.langs}
@@ -53,11 +54,24 @@ def test_tokenizer_loads_and_reruns_skip_or_rebuild_what_changed(tiny_run):
     tok = AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")
     text = "設定を保存します。Enregistrer le document."
     assert tok.decode(tok(text)["input_ids"]) == text
+    stages = ["corpus", "udhr", "tokenizer", "seed", "eval"]
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(stages, "skipped")
+    cfg.seed.log_every = 3  # no effect on the model: nothing re-runs
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(stages, "skipped")
+    cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
     assert run(cfg, log=lambda _: None) == {
-        "corpus": "skipped", "udhr": "skipped", "tokenizer": "skipped"
-    }  # fmt: skip
-    cfg.tokenizer.vocab_size = 900
-    assert run(cfg, log=lambda _: None) == {
-        "corpus": "skipped", "udhr": "skipped", "tokenizer": "built"
+        "corpus": "skipped", "udhr": "skipped", "tokenizer": "built", "seed": "built",
+        "eval": "built",
     }  # fmt: skip
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
+    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900
+
+
+def test_seed_is_evaluated_in_domain_and_out_of_domain(tiny_run):
+    cfg, _ = tiny_run
+    results = json.loads((Path(cfg.run_dir) / "eval" / "seed.json").read_text())
+    for name in ("in_domain", "udhr"):
+        for model in ("seed", "unigram"):
+            scores = results[name][model]
+            assert set(scores) == {"en", "fr", "ja"}
+            assert all(0 < s["bits_per_byte"] < 10 for s in scores.values())

@@ -192,7 +192,7 @@ def fertility_table(tokenizer, corpus: Path, split: str) -> Table:
 def tokenizer_train(
     corpus: Annotated[Path, typer.Option(help="Corpus folder (its train split is sampled).")],
     out: Annotated[Path, typer.Option(help="Tokenizer folder to write (HF format).")],
-    vocab_size: int = 8192,
+    vocab_size: int = 4096,
     sample_chars: Annotated[int, typer.Option(help="Characters to sample.")] = 20_000_000,
     alpha: Annotated[float, typer.Option(help="Language sampling exponent p_l ∝ n_l^alpha.")] = 0.3,
     min_frequency: int = 2,
@@ -236,6 +236,9 @@ def run_cmd(
     console.print(corpus_table(manifest, f"{run_dir / 'corpus'}"))
     tokenizer = cfg.tokenizer.pretrained or run_dir / "tokenizer"
     console.print(fertility_table(load_tokenizer(tokenizer), run_dir / "corpus", "validation"))
+    results = json.loads((run_dir / "eval" / "seed.json").read_text())
+    for name, models in results.items():
+        console.print(ppl_table(models, f"{name}: bits per byte and perplexity"))
 
 
 TrainOpt = Annotated[str | None, typer.Option()]

@@ -42,7 +42,7 @@ class DataConfig:
 class TokenizerConfig:
     """The shared tokenizer of the seed and every expert."""
 
-    vocab_size: int = 8192  # byte-level BPE vocabulary size, special tokens included
+    vocab_size: int = 4096  # byte-level BPE vocabulary size, special tokens included
     sample_chars: int = 20_000_000  # characters of the language-balanced training sample
     alpha: float = 0.3  # language sampling exponent, p_l ∝ n_l^alpha (mC4/XGLM: 0.3)
     min_frequency: int = 2
@@ -88,6 +88,26 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (measured: no gain on small CPU models)
 
 
+# TrainConfig fields that don't change the trained model: they may differ between a run and its
+# resumption, and changing them does not make a pipeline stage stale.
+TRAIN_FIELDS_WITHOUT_EFFECT = frozenset(
+    {"out", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "compile"}
+)
+
+
+@dataclass(config=_STRICT)
+class EvalConfig:
+    """Per-language evaluation of the run's models."""
+
+    split: str = "test"  # in-domain split of the corpus
+    max_docs: int | None = None  # per language (None: all)
+    udhr: bool = True  # also on the UDHR out-of-domain test set (when the data stage built it)
+
+
+def _demo_seed() -> TrainConfig:
+    return TrainConfig(preset="demo", max_tokens=2_600_000, checkpoint_every=50)
+
+
 @dataclass(config=_STRICT)
 class RunConfig:
     """One X-ELM run: every stage writes one folder under `run_dir`."""
@@ -95,6 +115,9 @@ class RunConfig:
     run_dir: str = "runs/demo"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+    # corpus/tokenizer/out of the seed are filled in by the pipeline
+    seed: TrainConfig = dataclasses.field(default_factory=_demo_seed)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

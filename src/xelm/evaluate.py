@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,10 +92,18 @@ def score_texts(
             mask[row, : len(w)] = 1
             target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(device),
-                              reduction="none")  # fmt: skip
-        score.nll += nll[target_mask.to(device)].sum().item()
+        # only the scored positions go through the (vocabulary-wide) log-softmax
+        picked = logits[:, :-1][target_mask.to(device)].float()
+        targets = ids[:, 1:][target_mask].to(device)
+        score.nll += F.cross_entropy(picked, targets, reduction="sum").item()
     return score
+
+
+def _texts(corpus: Corpus, split: str, lang: str, max_docs: int | None) -> list[str]:
+    texts = [d.text for d in itertools.islice(corpus.documents(split, [lang]), max_docs)]
+    if not texts:
+        raise XelmError(f"{corpus.path}: language {lang!r} has no documents in split {split!r}")
+    return texts
 
 
 def evaluate_model(
@@ -115,9 +122,7 @@ def evaluate_model(
     corpus = Corpus(corpus_dir)
     results = {}
     for lang in langs or corpus.langs:
-        texts = [d.text for d in itertools.islice(corpus.documents(split, [lang]), max_docs)]
-        if not texts:
-            raise XelmError(f"{corpus.path}: language {lang!r} has no documents in split {split!r}")
+        texts = _texts(corpus, split, lang, max_docs)
         results[lang] = score_texts(model, tokenizer, texts, context - 1,
                                     batch_size=batch_size).to_dict()  # fmt: skip
     return results
@@ -126,26 +131,33 @@ def evaluate_model(
 def unigram_baseline(
     tokenizer_path: str | Path, corpus_dir: str | Path, split: str = "test",
     langs: list[str] | None = None, max_docs: int | None = None,
+    train_corpus_dir: str | Path | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """A per-language unigram LM (add-one smoothed token frequencies of the train split): the bar
-    a trained model must clear clearly."""
+    """A per-language unigram LM (add-one smoothed token frequencies of the train split of
+    `train_corpus_dir`, default `corpus_dir`): the bar a trained model must clear clearly."""
+    import numpy as np
+
     from xelm.tokenizer import load_tokenizer
+    from xelm.tokens import token_streams
 
     tokenizer = load_tokenizer(tokenizer_path)
     corpus = Corpus(corpus_dir)
+    langs = langs or corpus.langs
     vocab = len(tokenizer)
+    # counts from the cached training token streams (already tokenised for training)
+    streams = token_streams(Corpus(train_corpus_dir or corpus_dir), tokenizer, "train", langs)
     results = {}
-    for lang in langs or corpus.langs:
-        counts: Counter[int] = Counter()
-        for doc in corpus.documents("train", [lang]):
-            counts.update(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
-        total = sum(counts.values()) + vocab
+    for lang in langs:
+        counts = np.bincount(streams[lang].array(), minlength=vocab).astype(np.float64)
+        counts[tokenizer.eos_token_id] -= streams[lang].documents  # the separators
+        log_p = np.log((counts + 1) / (counts.sum() + vocab))
         score = LangScore()
-        for doc in itertools.islice(corpus.documents(split, [lang]), max_docs):
-            ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        texts = _texts(corpus, split, lang, max_docs)
+        for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
+                             strict=True):  # fmt: skip
             score.documents += 1
             score.tokens += len(ids)
-            score.bytes += len(doc.text.encode("utf-8"))
-            score.nll -= sum(math.log((counts[i] + 1) / total) for i in ids)
+            score.bytes += len(text.encode("utf-8"))
+            score.nll -= float(log_p[ids].sum())
         results[lang] = score.to_dict()
     return results

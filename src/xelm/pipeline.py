@@ -7,23 +7,26 @@ changed setting re-runs that stage and everything downstream of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xelm.config import RunConfig, dump_config, fingerprint
+from xelm.config import TRAIN_FIELDS_WITHOUT_EFFECT, RunConfig, dump_config, fingerprint, to_dict
 from xelm.corpus import SplitFractions
 from xelm.data.build import build_demo_corpus, build_udhr_corpus
 from xelm.data.libreoffice import DemoFilter
+from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.paths import atomic_write_text
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
+from xelm.train import train
 
 
 @dataclass
 class Stage:
     name: str
-    folder: str
+    folder: str  # file or folder under the run directory
     build: Callable[[Path], None]
     key: str  # fingerprint of the settings this stage depends on (its own and upstream)
 
@@ -41,11 +44,15 @@ def is_done(folder: Path, key: str) -> bool:
 
 
 def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
+    """The run's stages in order, each with the fingerprint that decides whether it is stale."""
     run = Path(cfg.run_dir)
-    d, t = cfg.data, cfg.tokenizer
-    corpus_key = fingerprint("corpus", d.train_langs, d.heldout_langs, d.min_translated_share,
-                             d.min_bytes, d.validation_fraction, d.test_fraction)  # fmt: skip
+    d, t, e = cfg.data, cfg.tokenizer, cfg.eval
     out: list[Stage] = []
+
+    corpus_key = fingerprint(
+        "corpus", d.train_langs, d.heldout_langs, d.min_translated_share, d.min_bytes,
+        d.validation_fraction, d.test_fraction,
+    )  # fmt: skip
 
     def corpus(folder: Path) -> None:
         build_demo_corpus(
@@ -58,21 +65,48 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
         )
 
     out.append(Stage("corpus", "corpus", corpus, corpus_key))
+
     if d.udhr:
-        udhr_key = fingerprint("udhr", d.train_langs, d.heldout_langs)
-        out.append(Stage("udhr", "udhr", lambda f: build_udhr_corpus(
-            f, d.train_langs + d.heldout_langs), udhr_key))  # fmt: skip
+        langs = d.train_langs + d.heldout_langs
+        udhr_key = fingerprint("udhr", langs, "nfc")
+        out.append(Stage("udhr", "udhr", lambda f: build_udhr_corpus(f, langs), udhr_key))
+
     if t.pretrained is None:
-        spec = TokenizerSpec(
-            t.vocab_size,
-            t.sample_chars,
-            t.alpha,
-            t.min_frequency,
-            include_heldout=t.include_heldout,
-        )
-        out.append(Stage("tokenizer", "tokenizer",
-                         lambda f: train_tokenizer(run / "corpus", f, spec),
-                         fingerprint("tokenizer", corpus_key, spec)))  # fmt: skip
+        spec = TokenizerSpec(t.vocab_size, t.sample_chars, t.alpha, t.min_frequency,
+                             include_heldout=t.include_heldout)  # fmt: skip
+        tokenizer_key = fingerprint("tokenizer", corpus_key, spec)
+        tokenizer_path = str(run / "tokenizer")
+        build = lambda f: train_tokenizer(run / "corpus", f, spec)  # noqa: E731
+        out.append(Stage("tokenizer", "tokenizer", build, tokenizer_key))
+    else:
+        tokenizer_key = fingerprint("tokenizer", t.pretrained)
+        tokenizer_path = t.pretrained
+
+    seed = dataclasses.replace(
+        cfg.seed, corpus=str(run / "corpus"), tokenizer=tokenizer_path, out=str(run / "seed")
+    )
+    settings = {k: v for k, v in to_dict(seed).items() if k not in TRAIN_FIELDS_WITHOUT_EFFECT}
+    seed_key = fingerprint("seed", corpus_key, tokenizer_key, settings)
+    # resume=True: an interrupted seed run continues from its last checkpoint
+    out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
+
+    def evaluate(path: Path) -> None:
+        sets = {"in_domain": (run / "corpus", e.split)}
+        if d.udhr and e.udhr:
+            sets["udhr"] = (run / "udhr", "test")
+        results = {}
+        for name, (corpus_dir, split) in sets.items():
+            log(f"  evaluating the seed on {name} ({corpus_dir}, {split})")
+            results[name] = {
+                "seed": evaluate_model(run / "seed", corpus_dir, split, d.train_langs,
+                                       max_docs=e.max_docs),
+                "unigram": unigram_baseline(tokenizer_path, corpus_dir, split, d.train_langs,
+                                            e.max_docs, train_corpus_dir=run / "corpus"),
+            }  # fmt: skip
+        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+
+    eval_key = fingerprint("eval", seed_key, udhr_key if d.udhr else None, e)
+    out.append(Stage("eval", "eval/seed.json", evaluate, eval_key))
     return out
 
 

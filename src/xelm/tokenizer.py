@@ -25,7 +25,7 @@ INFO = "xelm_tokenizer.json"
 
 @dataclass
 class TokenizerSpec:
-    vocab_size: int = 8192  # BPE vocabulary, special tokens included
+    vocab_size: int = 4096  # BPE vocabulary, special tokens included
     sample_chars: int = 20_000_000  # characters of training text fed to the BPE trainer
     alpha: float = 0.3  # language sampling exponent: p_l ∝ n_l^alpha
     min_frequency: int = 2  # a merge must occur at least this often

@@ -20,16 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xelm.config import TrainConfig
+from xelm.config import TRAIN_FIELDS_WITHOUT_EFFECT, TrainConfig
 from xelm.corpus import Corpus
 from xelm.errors import XelmError
 from xelm.models import build_model, check_vocab, count_parameters, load_model, save_model
 from xelm.tokenizer import load_tokenizer
 from xelm.tokens import BlockSampler, language_weights, token_streams
 
-# Settings that may change between a run and its resumption (they don't change the maths).
-_RESUMABLE_CHANGES = {"out", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
-                      "threads", "compile"}  # fmt: skip
 TRAIN_INFO = "xelm_train.json"
 
 
@@ -92,7 +89,7 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler, cfg: TrainConfig) -
     state = json.loads((ckpt / "train_state.json").read_text())
     saved = state["config"]
     changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(cfg).items()
-               if k not in _RESUMABLE_CHANGES and saved.get(k) != v]  # fmt: skip
+               if k not in TRAIN_FIELDS_WITHOUT_EFFECT and saved.get(k) != v]  # fmt: skip
     if changed:
         raise XelmError(
             f"{ckpt}: checkpoint is from a different config ({'; '.join(changed)}); resume "

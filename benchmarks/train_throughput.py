@@ -1,0 +1,164 @@
+"""Training throughput: xelm's loop vs `transformers.Trainer`, same model, data, batch, precision.
+
+Each side runs in its own subprocess (separate peak RSS, same thread count), for the same number
+of optimizer steps on the same packed blocks of the demo corpus; the first steps are warm-up and
+not timed. Also measures this machine's matmul peak (fp32 and bf16) to report MFU =
+6 · params · tokens/s / peak, with the peak of the precision actually used.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--corpus runs/demo/corpus]
+
+Needs the demo corpus and tokenizer (`xelm run configs/demo.yaml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WARMUP_STEPS = 5
+
+
+def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def run_ours(args) -> dict:
+    from xelm.config import TrainConfig
+    from xelm.train import train
+
+    out = Path(tempfile.mkdtemp()) / "model"
+    tokens_per_step = args.micro_batch_size * args.seq_len
+    cfg = TrainConfig(corpus=args.corpus, tokenizer=args.tokenizer, out=str(out),
+                      preset=args.preset, max_tokens=args.steps * tokens_per_step,
+                      seq_len=args.seq_len, micro_batch_size=args.micro_batch_size,
+                      log_every=1, precision=args.precision, eval_blocks=1)  # fmt: skip
+    train(cfg, progress=False)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in rows if "loss" in r}
+    info = json.loads((out / "xelm_train.json").read_text())
+    timed = args.steps - WARMUP_STEPS
+    seconds = steps[args.steps]["elapsed"] - steps[WARMUP_STEPS]["elapsed"]
+    return {"tokens_per_s": timed * tokens_per_step / seconds, "params": info["params"],
+            "precision": info["precision"], "final_loss": steps[args.steps]["loss"]}  # fmt: skip
+
+
+def run_trainer(args) -> dict:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from xelm.corpus import Corpus
+    from xelm.models import build_model, count_parameters
+    from xelm.tokenizer import load_tokenizer
+    from xelm.tokens import BlockSampler, language_weights, token_streams
+    from xelm.train import bf16_supported
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    corpus = Corpus(args.corpus)
+    streams = token_streams(corpus, tokenizer, "train", corpus.train_langs)
+    weights = language_weights({k: s.tokens for k, s in streams.items()}, 1.0)
+    sampler = BlockSampler({k: s.array() for k, s in streams.items()}, args.seq_len, weights)
+    # The same packed blocks our loop trains on (Trainer's models take seq_len inputs and shift
+    # the labels themselves).
+    blocks = sampler.next_batch(args.steps * args.micro_batch_size)[:, : args.seq_len]
+    dataset = [{"input_ids": b, "labels": b} for b in blocks]
+    model = build_model(args.preset, tokenizer, args.seq_len)
+    use_bf16 = args.precision == "bf16" or (
+        args.precision == "auto" and bf16_supported(torch.device("cpu"))
+    )
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter())
+
+    targs = TrainingArguments(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.micro_batch_size,
+        max_steps=args.steps, learning_rate=3e-3, lr_scheduler_type="cosine", warmup_ratio=0.05,
+        weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0, bf16=use_bf16, use_cpu=True,
+        report_to=[], save_strategy="no", logging_steps=args.steps, dataloader_num_workers=0,
+        disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    Trainer(model=model, args=targs, train_dataset=dataset, callbacks=[Clock()]).train()
+    timed = args.steps - WARMUP_STEPS
+    seconds = times[-1] - times[WARMUP_STEPS - 1]
+    return {
+        "tokens_per_s": timed * args.micro_batch_size * args.seq_len / seconds,
+        "params": count_parameters(model),
+        "precision": "bf16" if use_bf16 else "fp32",
+    }
+
+
+def child(args) -> None:
+    result = run_ours(args) if args.side == "ours" else run_trainer(args)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--corpus", default="runs/demo/corpus")
+    p.add_argument("--tokenizer", default="runs/demo/tokenizer")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--micro-batch-size", type=int, default=16)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--side", choices=["ours", "trainer"], help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.side:
+        return child(args)
+    for path in (args.corpus, args.tokenizer):
+        if not Path(path).exists():
+            sys.exit(f"error: {path} not found; build it with `xelm run configs/demo.yaml`")
+
+    results = {}
+    for side in ("ours", "trainer"):
+        cmd = [sys.executable, __file__, "--side", side, "--corpus", args.corpus, "--tokenizer",
+               args.tokenizer, "--preset", args.preset, "--steps", str(args.steps), "--seq-len",
+               str(args.seq_len), "--micro-batch-size", str(args.micro_batch_size),
+               "--precision", args.precision]  # fmt: skip
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        if proc.returncode != 0 or not line:
+            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(line[0][len("RESULT ") :])
+
+    import torch
+
+    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+    print(f"matmul peak (2048^3): fp32 {peaks['fp32']:.0f} GFLOPS, bf16 {peaks['bf16']:.0f} GFLOPS")
+    print(
+        f"model: preset {args.preset}, {results['ours']['params']:,} parameters, batch "
+        f"{args.micro_batch_size}x{args.seq_len}, {args.steps} steps ({WARMUP_STEPS} warm-up)"
+    )
+    print(f"{'side':<10}{'precision':>10}{'tokens/s':>12}{'ratio':>8}{'peak RSS':>12}{'MFU':>8}")
+    base = results["trainer"]["tokens_per_s"]
+    for side, r in results.items():
+        mfu = 6 * r["params"] * r["tokens_per_s"] / (peaks[r["precision"]] * 1e9)
+        print(
+            f"{side:<10}{r['precision']:>10}{r['tokens_per_s']:>12,.0f}"
+            f"{r['tokens_per_s'] / base:>7.2f}x{r['peak_rss_mib']:>9,.0f} MiB{mfu:>7.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
