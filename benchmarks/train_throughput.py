@@ -5,7 +5,7 @@ of optimizer steps on the same packed blocks of the demo corpus; the first steps
 not timed. Also measures this machine's matmul peak (fp32 and bf16) to report MFU =
 6 · params · tokens/s / peak, with the peak of the precision actually used.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--corpus runs/demo/corpus]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--rounds 3]
 
 Needs the demo corpus and tokenizer (`xelm run configs/demo.yaml`).
 """
@@ -25,16 +25,24 @@ from pathlib import Path
 WARMUP_STEPS = 5
 
 
-def matmul_peak_gflops(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
+def matmul_peak_gflops(dtype_name: str, seconds: float = 2.0) -> float:
+    """Square-matmul throughput. A 512 probe first: where a dtype has no fast kernels (bf16 on
+    CPUs without AVX-512-BF16/AMX runs at ~1 GFLOPS) a 2048 matmul would take minutes."""
     import torch
 
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
+    rate = 0.0
+    for n in (512, 2048):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+        reps, t = 0, time.perf_counter()
+        while reps == 0 or time.perf_counter() - t < seconds:
+            a @ b
+            reps += 1
+        rate = max(rate, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+        if rate < 20:
+            break
+    return rate
 
 
 def run_ours(args) -> dict:
@@ -88,7 +96,8 @@ def run_trainer(args) -> dict:
 
     targs = TrainingArguments(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.micro_batch_size,
-        max_steps=args.steps, learning_rate=3e-3, lr_scheduler_type="cosine", warmup_ratio=0.05,
+        max_steps=args.steps, learning_rate=3e-3, lr_scheduler_type="cosine",
+        warmup_steps=max(1, args.steps // 20),
         weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0, bf16=use_bf16, use_cpu=True,
         report_to=[], save_strategy="no", logging_steps=args.steps, dataloader_num_workers=0,
         disable_tqdm=True, seed=0,
@@ -118,6 +127,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--micro-batch-size", type=int, default=16)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--rounds", type=int, default=3, help="runs per side (median reported)")
     p.add_argument("--side", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
@@ -126,18 +136,23 @@ def main() -> None:
         if not Path(path).exists():
             sys.exit(f"error: {path} not found; build it with `xelm run configs/demo.yaml`")
 
-    results = {}
-    for side in ("ours", "trainer"):
-        cmd = [sys.executable, __file__, "--side", side, "--corpus", args.corpus, "--tokenizer",
-               args.tokenizer, "--preset", args.preset, "--steps", str(args.steps), "--seq-len",
-               str(args.seq_len), "--micro-batch-size", str(args.micro_batch_size),
-               "--precision", args.precision]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(line[0][len("RESULT ") :])
+    runs: dict[str, list[dict]] = {"ours": [], "trainer": []}
+    for _ in range(args.rounds):  # alternate the sides: the machine's load drifts over minutes
+        for side in runs:
+            cmd = [sys.executable, __file__, "--side", side, "--corpus", args.corpus,
+                   "--tokenizer", args.tokenizer, "--preset", args.preset, "--steps",
+                   str(args.steps), "--seq-len", str(args.seq_len), "--micro-batch-size",
+                   str(args.micro_batch_size), "--precision", args.precision]  # fmt: skip
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            runs[side].append(json.loads(line[0][len("RESULT ") :]))
+            print(f"{side}: {runs[side][-1]['tokens_per_s']:,.0f} tokens/s", flush=True)
+    # the median run of each side (by tokens/s)
+    results = {side: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2]
+               for side, rs in runs.items()}  # fmt: skip
 
     import torch
 
@@ -145,11 +160,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
-    print(f"matmul peak (2048^3): fp32 {peaks['fp32']:.0f} GFLOPS, bf16 {peaks['bf16']:.0f} GFLOPS")
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOPS, bf16 {peaks['bf16']:.0f} GFLOPS")
     print(
         f"model: preset {args.preset}, {results['ours']['params']:,} parameters, batch "
         f"{args.micro_batch_size}x{args.seq_len}, {args.steps} steps ({WARMUP_STEPS} warm-up)"
     )
+    for side, rs in runs.items():
+        print(f"{side} tokens/s per run: " + ", ".join(f"{r['tokens_per_s']:,.0f}" for r in rs))
     print(f"{'side':<10}{'precision':>10}{'tokens/s':>12}{'ratio':>8}{'peak RSS':>12}{'MFU':>8}")
     base = results["trainer"]["tokens_per_s"]
     for side, r in results.items():

@@ -203,7 +203,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True,
+        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True,  # one kernel for all params
     )  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     # The scheduler is stepped by us once per optimizer step, so it is not `prepare`d.
