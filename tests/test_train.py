@@ -142,3 +142,21 @@ def test_sampler_resumes_exactly_and_respects_weights():
     assert share_en > 0.9
     with pytest.raises(XelmError, match="fewer than one block"):
         BlockSampler({"xx": np.arange(5)}, 16, {"xx": 1.0})
+
+
+def test_two_processes_data_parallel(lm_setup, tmp_path):
+    """The multi-GPU path (data sliced by rank, one writer, DDP), run as 2 CPU processes with
+    gloo: torchrun sets the env that accelerate reads (`accelerate launch --cpu` would start
+    a single process without MPI)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--standalone", "-m", "xelm", "train", "seed",
+           "--corpus", str(lm_setup / "corpus"), "--tokenizer", str(lm_setup / "tok"),
+           "--out", str(tmp_path / "ddp"), "--preset", "tiny", "--tokens", str(10 * 2 * 4 * 32),
+           "--quiet", "--set", "seq_len=32", "--set", "micro_batch_size=4",
+           "--set", "threads=1"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads((tmp_path / "ddp" / "xelm_train.json").read_text())
+    assert info["steps"] == 10 and info["tokens"] == 10 * 2 * 4 * 32  # 2 processes per step
+    assert res.stdout.count("validation loss") == 1  # one summary, from rank 0

@@ -6,6 +6,7 @@ User errors (`XelmError`) print one line and exit with code 2, without a traceba
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -251,6 +252,8 @@ def _train(values: dict, config: Path | None, set_: list[str] | None, resume: bo
 
     cfg = load_config(config, set_, cls=TrainConfig, values=values)
     out = train(cfg, resume=resume, progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`: one summary is enough
+        return
     info = json.loads((out / TRAIN_INFO).read_text())
     table = Table(title=f"{out}: {info['tokens']:,} tokens in {info['seconds']:.0f} s "
                         f"({info['params']:,} parameters, {info['precision']})")  # fmt: skip

@@ -301,6 +301,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "metrics.jsonl": (work / "metrics.jsonl").read_text(),
         })  # fmt: skip
         shutil.rmtree(work, ignore_errors=True)
+    accelerator.wait_for_everyone()  # no process returns before the model is on disk
     return out
 
 
