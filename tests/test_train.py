@@ -160,3 +160,19 @@ def test_two_processes_data_parallel(lm_setup, tmp_path):
     info = json.loads((tmp_path / "ddp" / "xelm_train.json").read_text())
     assert info["steps"] == 10 and info["tokens"] == 10 * 2 * 4 * 32  # 2 processes per step
     assert res.stdout.count("validation loss") == 1  # one summary, from rank 0
+
+
+def test_continue_training_any_model_on_some_languages(lm_setup, tmp_path):
+    """`xelm train continue`: start from an existing HF folder (here a tiny seed), train on
+    one language only: the engine the experts and new-language runs will use."""
+    seed = train(tiny_cfg(lm_setup, tmp_path / "seed", max_tokens=5 * 4 * 32), progress=False)
+    cmd = [sys.executable, "-m", "xelm", "train", "continue", "--init", str(seed),
+           "--corpus", str(lm_setup / "corpus"), "--out", str(tmp_path / "ru"), "--langs", "ru",
+           "--tokens", str(5 * 4 * 32), "--quiet", "--set", "seq_len=32",
+           "--set", "micro_batch_size=4"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    info = json.loads((tmp_path / "ru" / "xelm_train.json").read_text())
+    assert info["languages"] == ["ru"] and info["config"]["init"] == str(seed)
+    assert set(info["validation"]) == {"ru"}
