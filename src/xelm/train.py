@@ -198,8 +198,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise XelmError(f"max_tokens {cfg.max_tokens:,} is less than one optimizer step "
                         f"({tokens_per_step:,} tokens); raise it or shrink the batch")  # fmt: skip
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # no weight decay on norms and biases (the 1-D parameters)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],

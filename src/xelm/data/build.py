@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -88,8 +89,8 @@ def import_corpus(
     license: str = "unknown",
 ) -> int:
     """Normalise documents from any readable sources into an xelm corpus folder."""
-    opts = opts or SourceOptions()
-    opts.max_docs = max_docs_per_lang
+    # the cap also stops streaming each hub config early
+    opts = dataclasses.replace(opts or SourceOptions(), max_docs=max_docs_per_lang)
     if not sources:
         raise XelmError("give at least one source (a file, a folder or hf:NAME)")
     per_lang: dict[str, int] = {}
