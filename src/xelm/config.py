@@ -105,7 +105,7 @@ class EvalConfig:
 
 
 def _demo_seed() -> TrainConfig:
-    return TrainConfig(preset="demo", max_tokens=2_600_000, checkpoint_every=50)
+    return TrainConfig(preset="demo", max_tokens=2_300_000, checkpoint_every=50)
 
 
 @dataclass(config=_STRICT)
