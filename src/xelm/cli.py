@@ -28,10 +28,11 @@ Pipeline (each stage writes one folder of a run directory):
   0. data       build a multilingual corpus (demo: LibreOffice help; or import JSONL/Parquet/HF)
   1. tokenizer  train the shared byte-level BPE tokenizer
   2. train      pretrain the multilingual seed (or continue training any HF causal LM)
-  3. eval       per-language perplexity and bits per byte, models side by side
+  3. allocate   split the training data into k clusters (TF-IDF documents / typology languages)
+  4. eval       per-language perplexity and bits per byte, models side by side
   *  run        run every stage of a YAML config; finished stages are skipped
 
-Coming next: allocation (TF-IDF / typology), expert training, ensemble, report.
+Coming next: expert training, ensemble, report.
 """
 
 app = typer.Typer(help=PIPELINE, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,9 +42,12 @@ tok_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True
 train_app = typer.Typer(help="Train models (one loop for seed, continued training, experts).",
                         no_args_is_help=True)  # fmt: skip
 eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
+alloc_app = typer.Typer(help="Allocate the training data into k clusters, one per expert.",
+                        no_args_is_help=True)  # fmt: skip
 app.add_typer(data_app, name="data")
 app.add_typer(tok_app, name="tokenizer")
 app.add_typer(train_app, name="train")
+app.add_typer(alloc_app, name="allocate")
 app.add_typer(eval_app, name="eval")
 console = Console()
 err_console = Console(stderr=True)
@@ -240,6 +244,93 @@ def run_cmd(
     results = json.loads((run_dir / "eval" / "seed.json").read_text())
     for name, models in results.items():
         console.print(ppl_table(models, f"{name}: bits per byte and perplexity"))
+
+
+def allocation_table(info: dict, title: str) -> Table:
+    """Language × cluster: training documents (and the language's share in that cluster)."""
+    clusters = info["clusters"]
+    table = Table(title=title)
+    table.add_column("lang")
+    for c in clusters:
+        table.add_column(f"c{c['id']}", justify="right")
+    table.add_column("total", justify="right")
+    for lang in info["settings"]["languages"]:
+        counts = [c["languages"].get(lang, {}).get("documents", 0) for c in clusters]
+        cells = [f"{n:,}" if n else "·" for n in counts]
+        table.add_row(lang, *cells, f"{sum(counts):,}")
+    table.add_section()
+    table.add_row("documents", *[f"{c['documents']:,}" for c in clusters],
+                  f"{sum(c['documents'] for c in clusters):,}")  # fmt: skip
+    table.add_row("MB", *[f"{c['bytes'] / 1e6:.1f}" for c in clusters],
+                  f"{sum(c['bytes'] for c in clusters) / 1e6:.1f}")  # fmt: skip
+    q = info["quality"]
+    table.caption = (
+        f"{info['method']}, k={info['k']}, {q['split']} split: balance (max/min) "
+        f"{q['balance_documents']} in documents, {q['balance_bytes']} in bytes; "
+        f"purity {q['purity']}; NMI vs language {q['nmi']}"
+    )
+    return table
+
+
+def print_allocation(info: dict, path: Path) -> None:
+    from xelm.allocate.allocation import groups_summary
+
+    console.print(allocation_table(info, str(path)))
+    for line in groups_summary(info):
+        console.print(f"  {line}", highlight=False)
+
+
+K = Annotated[int, typer.Option("--k", help="Number of clusters (experts).")]
+
+
+@alloc_app.command("tfidf")
+def allocate_tfidf_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder (its training languages).")],
+    k: K,
+    out: Annotated[Path, typer.Option(help="Allocation folder to write.")],
+    svd_dims: int = 100,
+    ngram_max: Annotated[int, typer.Option(help="Character n-grams 1..N.")] = 3,
+    max_chars: Annotated[int, typer.Option(help="Featurise each document's first N chars.")] = 2000,
+    max_ratio: Annotated[float, typer.Option(help="Largest/smallest cluster allowed.")] = 1.05,
+    vocab_docs: Annotated[int, typer.Option(help="Documents to fit TF-IDF + SVD on.")] = 10_000,
+    kmeans_docs: Annotated[int, typer.Option(help="Documents to fit centroids on.")] = 100_000,
+    workers: Annotated[int, typer.Option(help="Embedding processes (0: one per core).")] = 0,
+    seed: int = 0,
+    quiet: bool = False,
+) -> None:  # fmt: skip
+    """Balanced k-means over TF-IDF char n-gram embeddings of documents (c-BTM)."""
+    from xelm.allocate.tfidf import TfidfAllocationSpec, TfidfSpec, allocate_tfidf
+
+    features = TfidfSpec(ngram_max=ngram_max, svd_dims=svd_dims, max_chars=max_chars)
+    spec = TfidfAllocationSpec(features, vocab_docs, kmeans_docs, max_ratio, workers=workers,
+                               seed=seed)  # fmt: skip
+    print_allocation(allocate_tfidf(corpus, k, out, spec, progress=not quiet), out)
+
+
+@alloc_app.command("typology")
+def allocate_typology_cmd(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder (its training languages).")],
+    k: K,
+    out: Annotated[Path, typer.Option(help="Allocation folder to write.")],
+    features: Annotated[str, typer.Option(help="lang2vec feature set(s), joined by '+'.")] = (
+        "syntax_average"),
+    max_size_factor: Annotated[float | None, typer.Option(
+        help="No cluster above F × (total bytes / k) while merging.")] = None,
+    min_features: Annotated[int, typer.Option(help="Known URIEL dims a language needs.")] = 10,
+) -> None:  # fmt: skip
+    """Greedy pairing of languages by URIEL typology (X-ELM); keeps the binary tree for HMR."""
+    from xelm.allocate.typology import TypologySpec, allocate_typology
+
+    spec = TypologySpec(features, min_features=min_features, max_size_factor=max_size_factor)
+    print_allocation(allocate_typology(corpus, k, out, spec), out)
+
+
+@alloc_app.command("show")
+def allocate_show(path: Annotated[Path, typer.Argument(help="Allocation folder.")]) -> None:
+    """Language × cluster table and quality figures of an allocation."""
+    from xelm.allocate.allocation import Allocation
+
+    print_allocation(Allocation(path).info, path)
 
 
 TrainOpt = Annotated[str | None, typer.Option()]

@@ -1,0 +1,202 @@
+"""Allocation: balanced TF-IDF clustering recovers known structure, typology pairing is exactly
+the paper's greedy procedure, and both write the same allocation format."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from xelm.allocate.allocation import Allocation
+from xelm.allocate.balanced import BalancedKMeans, balance_prices
+from xelm.allocate.tfidf import TfidfAllocationSpec, TfidfClusters, TfidfSpec, allocate_tfidf
+from xelm.allocate.typology import TypologySpec, allocate_typology, greedy_pairing
+from xelm.corpus import CorpusWriter, Document
+from xelm.errors import XelmError
+
+# Three "families", two languages each: a family shares most of its lexicon (drawn from one
+# alphabet), each language adds words of its own. Labels are real tags; the text is artificial.
+FAMILIES = {
+    "latin": ("de", "nl", "abcdefghijklmnopqrstuvwxyz"),
+    "cyrillic": ("ru", "uk", "абвгдежзийклмнопрстуфхцчшщыэюя"),
+    "greek": ("el", "hy", "αβγδεζηθικλμνξοπρστυφχψω"),
+}
+
+
+def family_docs(docs_per_lang: int = 40, seed: int = 0, doc_seed: int = 1) -> list[Document]:
+    """Lexicons are fixed by `seed`; `doc_seed` draws new documents from the same lexicons."""
+    rng, doc_rng = random.Random(seed), random.Random(doc_seed)
+
+    def word(alphabet):
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6)))
+
+    docs = []
+    for a, b, alphabet in FAMILIES.values():
+        shared = [word(alphabet) for _ in range(80)]
+        for lang in (a, b):
+            own = [word(alphabet) for _ in range(30)]
+            lexicon = shared + own  # Zipf-like: earlier words are more frequent
+            weights = [1 / (r + 1) for r in range(len(lexicon))]
+            for i in range(docs_per_lang):
+                words = doc_rng.choices(lexicon, weights, k=80)
+                docs.append(Document(f"{lang}-{doc_seed}-{i}", lang, " ".join(words)))
+    return docs
+
+
+@pytest.fixture
+def family_corpus(tmp_path):
+    with CorpusWriter(tmp_path / "families") as w:
+        w.write_all(family_docs())
+    return tmp_path / "families"
+
+
+def family_of(lang: str) -> str:
+    return next(f for f, (a, b, _) in FAMILIES.items() if lang in (a, b))
+
+
+def test_tfidf_clusters_recover_the_families_and_are_balanced(family_corpus, tmp_path):
+    # the families' training splits differ by a few documents (splits are drawn by id hash), so
+    # a tolerance of 1.25 lets each family be one cluster; 1.0 would move a few documents
+    spec = TfidfAllocationSpec(max_ratio=1.25, workers=1)
+    info = allocate_tfidf(family_corpus, 3, tmp_path / "alloc", spec, progress=False)
+    assert info["quality"]["balance_documents"] <= 1.25
+    majority = []
+    for cluster in info["clusters"]:
+        per_family = {}
+        for lang, v in cluster["languages"].items():
+            per_family[family_of(lang)] = per_family.get(family_of(lang), 0) + v["documents"]
+        top = max(per_family, key=per_family.get)
+        assert per_family[top] >= 0.97 * cluster["documents"], cluster["languages"]
+        majority.append(top)
+    assert sorted(majority) == sorted(FAMILIES)  # each family is one cluster
+
+    alloc = Allocation(tmp_path / "alloc")
+    table = alloc.assignments()
+    assert table.num_rows == 240 and len(set(table["id"].to_pylist())) == 240
+    # new documents of each language land in their family's cluster
+    router = TfidfClusters.load(alloc.router_dir)
+    by_lang = {lang: max(info["clusters"], key=lambda c: c["languages"].get(lang, {}).get(
+        "documents", 0))["id"] for lang in info["settings"]["languages"]}  # fmt: skip
+    new = family_docs(docs_per_lang=2, doc_seed=7)
+    assert router.assign([d.text for d in new]).tolist() == [by_lang[d.lang] for d in new]
+
+
+def test_router_state_save_load_embeds_identically(family_corpus, tmp_path):
+    allocate_tfidf(family_corpus, 2, tmp_path / "a", TfidfAllocationSpec(workers=1),
+                   progress=False)  # fmt: skip
+    router = TfidfClusters.load(tmp_path / "a" / "router")
+    router.save(tmp_path)  # save again elsewhere and reload
+    again = TfidfClusters.load(tmp_path)
+    texts = ["abc def ghij", "абв где", ""]
+    np.testing.assert_array_equal(router.embedder.embed(texts), again.embedder.embed(texts))
+    np.testing.assert_array_equal(router.squared_distances(texts), again.squared_distances(texts))
+
+
+def test_corrupted_router_state_is_a_clear_error(family_corpus, tmp_path):
+    allocate_tfidf(family_corpus, 2, tmp_path / "a", TfidfAllocationSpec(workers=1),
+                   progress=False)  # fmt: skip
+    (tmp_path / "a" / "router" / "tfidf.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(XelmError, match="corrupted TF-IDF router state"):
+        TfidfClusters.load(tmp_path / "a" / "router")
+    (tmp_path / "a" / "router" / "tfidf.json").unlink()
+    with pytest.raises(XelmError, match="missing"):
+        TfidfClusters.load(tmp_path / "a" / "router")
+
+
+def test_balancing_holds_on_skewed_data():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (900, 8)), rng.normal(6, 1, (100, 8))])
+    km = BalancedKMeans(4, max_ratio=1.05).fit(x)
+    sizes = np.bincount(km.assign(x), minlength=4)
+    assert sizes.max() / sizes.min() <= 1.05
+    # exact balance when asked: every cluster at most ceil(n/k)
+    cost = rng.random((1001, 3))
+    _, labels = balance_prices(cost, 1.0)
+    assert np.bincount(labels).max() == 334
+
+
+def test_greedy_pairing_takes_the_closest_pair_first_not_the_best_matching():
+    # on a line: b-c is the closest pair, so greedy pairs (b, c) then (a, d), although
+    # (a, b) + (c, d) would be the cheaper matching
+    x = np.array([0.0, 1.0, 1.5, 2.6])
+    tree = greedy_pairing(np.abs(x[:, None] - x[None, :]))
+    assert [(m["a"], m["b"], m["round"]) for m in tree.merges] == [(1, 2, 1), (0, 3, 1), (4, 5, 2)]
+    assert tree.clusters(2) == [[0, 3], [1, 2]]
+
+
+def test_greedy_pairing_rounds_single_linkage_odd_counts_and_any_k():
+    x = np.array([0.0, 1.0, 3.0, 4.5, 10.0, 10.2])
+    tree = greedy_pairing(np.abs(x[:, None] - x[None, :]))
+    # round 1: (4,5) 0.2, (0,1) 1.0, (2,3) 1.5; round 2: {0,1}+{2,3} at single-linkage 2.0,
+    # {4,5} is left over (odd count) and passes on; round 3: the root at 5.5
+    got = [(m["members"], m["distance"], m["round"]) for m in tree.merges]
+    assert got == [
+        ([4, 5], 0.2, 1), ([0, 1], 1.0, 1), ([2, 3], 1.5, 1),
+        ([0, 1, 2, 3], 2.0, 2), ([0, 1, 2, 3, 4, 5], 5.5, 3),
+    ]  # fmt: skip
+    assert tree.clusters(3) == [[0, 1], [2, 3], [4, 5]]
+    assert tree.clusters(2) == [[0, 1, 2, 3], [4, 5]]
+    # k = 4 is not 6/2^r: round 1 stops after its two closest pairs
+    assert tree.clusters(4) == [[0, 1], [2], [3], [4, 5]]
+    assert tree.clusters(6) == [[i] for i in range(6)] and tree.clusters(1) == [list(range(6))]
+
+
+def test_greedy_pairing_size_limit_keeps_clusters_comparable():
+    x = np.array([0.0, 0.1, 5.0, 5.1])
+    dist, sizes = np.abs(x[:, None] - x[None, :]), [10, 10, 1, 1]
+    assert greedy_pairing(dist, 2, sizes).clusters(2) == [[0, 1], [2, 3]]  # 20 vs 2
+    limited = greedy_pairing(dist, 2, sizes, max_size_factor=1.5)  # no cluster above 16.5
+    assert limited.clusters(2) == [[0], [1, 2, 3]]  # 10 vs 12
+    assert not any(m["relaxed"] for m in limited.merges)
+
+
+def test_typology_allocation_groups_whole_languages_and_keeps_the_tree(family_corpus, tmp_path):
+    info = allocate_typology(family_corpus, 2, tmp_path / "typ")
+    mapping = info["language_to_cluster"]
+    assert sorted(mapping) == ["de", "el", "hy", "nl", "ru", "uk"]
+    assert len(info["tree"]["merges"]) == 5 and info["tree"]["cut_after_merges"] == 4
+    table = Allocation(tmp_path / "typ").assignments()
+    assert all(
+        mapping[lang] == c
+        for lang, c in zip(table["lang"].to_pylist(), table["cluster"].to_pylist(), strict=True)
+    )
+    assert (tmp_path / "typ" / "dendrogram.png").stat().st_size > 0
+    # de and nl are typologically closer to each other than to Armenian or Greek
+    assert mapping["de"] == mapping["nl"]
+
+
+@pytest.mark.parametrize(
+    ("method", "k", "message"),
+    [
+        ("tfidf", 0, "--k 0: must be between 1 and the 216 training documents"),
+        ("tfidf", 10_000, "--k 10000: must be between 1"),
+        ("typology", 7, "--k 7: must be between 1 and the 6 training languages"),
+    ],
+)
+def test_bad_k_is_a_clear_error_and_writes_nothing(family_corpus, tmp_path, method, k, message):
+    fn = allocate_tfidf if method == "tfidf" else allocate_typology
+    with pytest.raises(XelmError, match=message.replace("(", r"\(")):
+        fn(family_corpus, k, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_typology_needs_two_languages_known_to_uriel(tmp_path):
+    with CorpusWriter(tmp_path / "one") as w:
+        w.write_all([Document(str(i), "de", f"wort {i} text") for i in range(20)])
+    with pytest.raises(XelmError, match="at least 2 training languages"):
+        allocate_typology(tmp_path / "one", 1, tmp_path / "out")
+    with CorpusWriter(tmp_path / "sk") as w:  # URIEL's syntax_average knows no Slovak feature
+        w.write_all([Document(f"{lang}{i}", lang, f"slovo {i}") for lang in ("sk", "cs")
+                     for i in range(20)])  # fmt: skip
+    with pytest.raises(XelmError, match=r"too few known URIEL syntax_average features for sk"):
+        allocate_typology(tmp_path / "sk", 2, tmp_path / "out")
+    allocate_typology(tmp_path / "sk", 2, tmp_path / "out", TypologySpec(features="syntax_knn"))
+
+
+def test_small_vocabularies_still_fit(tmp_path):
+    with CorpusWriter(tmp_path / "c") as w:
+        w.write_all([Document(str(i), "en", "ab" * (i + 1)) for i in range(12)])
+    spec = TfidfAllocationSpec(TfidfSpec(svd_dims=100), workers=1)
+    info = allocate_tfidf(tmp_path / "c", 2, tmp_path / "a", spec, progress=False)
+    assert sum(c["documents"] for c in info["clusters"]) == info["quality"]["documents"]
