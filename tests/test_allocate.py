@@ -200,3 +200,33 @@ def test_small_vocabularies_still_fit(tmp_path):
     spec = TfidfAllocationSpec(TfidfSpec(svd_dims=100), workers=1)
     info = allocate_tfidf(tmp_path / "c", 2, tmp_path / "a", spec, progress=False)
     assert sum(c["documents"] for c in info["clusters"]) == info["quality"]["documents"]
+
+
+def run_xelm(*args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "xelm", *args], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_cli_allocates_shows_and_rejects_bad_input_in_one_line(family_corpus, tmp_path):
+    out = tmp_path / "typ"
+    res = run_xelm("allocate", "typology", "--corpus", str(family_corpus), "--k", "3",
+                   "--out", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    shown = run_xelm("allocate", "show", str(out)).stdout
+    for text in ("c0", "c2", "documents", "balance", "NMI", "cluster 0:"):
+        assert text in shown
+
+    res = run_xelm("allocate", "tfidf", "--corpus", str(family_corpus), "--k", "0",
+                   "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: --k 0: must be between 1 and the 216 training documents"
+    ]
+    assert not (tmp_path / "bad").exists()
+    res = run_xelm("allocate", "show", str(tmp_path))
+    assert res.returncode == 2 and "not an allocation" in res.stderr

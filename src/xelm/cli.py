@@ -289,7 +289,7 @@ def allocate_tfidf_cmd(
     k: K,
     out: Annotated[Path, typer.Option(help="Allocation folder to write.")],
     svd_dims: int = 100,
-    ngram_max: Annotated[int, typer.Option(help="Character n-grams 1..N.")] = 3,
+    ngram_max: Annotated[int, typer.Option(help="Character n-grams 1..N.")] = 2,
     max_chars: Annotated[int, typer.Option(help="Featurise each document's first N chars.")] = 2000,
     max_ratio: Annotated[float, typer.Option(help="Largest/smallest cluster allowed.")] = 1.05,
     vocab_docs: Annotated[int, typer.Option(help="Documents to fit TF-IDF + SVD on.")] = 10_000,

@@ -103,7 +103,7 @@ def summarize(a: Assignments, k: int, split: str = "train") -> tuple[list[dict],
         "documents": int(docs.sum()),
         "balance_documents": _ratio(docs),
         "balance_bytes": _ratio(byts),
-        "purity": round(majority / max(1, docs.sum()), 4),
+        "purity": round(float(majority / max(1, docs.sum())), 4),
         "nmi": round(float(normalized_mutual_info_score(langs, clusters)), 4) if len(langs) else 0,
     }
     return out, quality

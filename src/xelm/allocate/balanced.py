@@ -38,7 +38,11 @@ def capacity(n: int, k: int, max_ratio: float) -> int:
 
 
 def balance_prices(
-    cost: np.ndarray, max_ratio: float, prices: np.ndarray | None = None, max_rounds: int = 100_000
+    cost: np.ndarray,
+    max_ratio: float,
+    prices: np.ndarray | None = None,
+    max_rounds: int = 100_000,
+    eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prices λ (k,) such that `argmin_c cost + λ` gives clusters with max/min ≤ `max_ratio`.
 
@@ -54,7 +58,7 @@ def balance_prices(
     floor_cap = capacity(n, k, max_ratio)
     prices = np.zeros(k, dtype=np.float64) if prices is None else prices.astype(np.float64)
     scale = float(np.abs(cost).max()) if cost.size else 1.0
-    eps = 1e-7 * max(scale, 1e-12)
+    eps = eps * max(scale, 1e-12)
     for _ in range(max_rounds):
         adjusted = cost + prices[None, :]
         labels = adjusted.argmin(1)
@@ -92,9 +96,11 @@ class BalancedKMeans:
             raise ValueError(f"k={self.k} needs 1 ≤ k ≤ {n} points")
         start = KMeans(self.k, n_init=self.n_init, random_state=self.seed).fit(x)
         centroids = start.cluster_centers_.astype(np.float32)
-        prices, labels = None, None
+        labels = None
         for it in range(1, self.max_iter + 1):
-            prices, new = balance_prices(squared_distances(x, centroids), self.max_ratio, prices)
+            # cold start: prices left by the previous centroids can be far too high for the new
+            # ones, and since an auction only raises prices that costs long cascades (measured)
+            _, new = balance_prices(squared_distances(x, centroids), self.max_ratio)
             changed = n if labels is None else int((new != labels).sum())
             labels = new
             for c in range(self.k):
@@ -105,7 +111,7 @@ class BalancedKMeans:
             if changed <= max(1, n // 1000):
                 break
         # prices for the final centroids (the loop's last update moved them)
-        prices, _ = balance_prices(squared_distances(x, centroids), self.max_ratio, prices)
+        prices, _ = balance_prices(squared_distances(x, centroids), self.max_ratio)
         self.centroids, self.prices = centroids, prices.astype(np.float32)
         return self
 

@@ -9,6 +9,7 @@ exactly as the allocator embedded documents.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -40,7 +41,7 @@ class TfidfSpec:
     """How documents are featurised (what the router must repeat at inference)."""
 
     ngram_min: int = 1
-    ngram_max: int = 3
+    ngram_max: int = 2
     max_features: int = 65536
     min_df: int = 2
     svd_dims: int = 100
@@ -192,7 +193,10 @@ def allocate_tfidf(
         emb = np.lib.format.open_memmap(
             Path(scratch) / "emb.npy", mode="w+", dtype=np.float32, shape=(n_all, embedder.dims)
         )
-        a = _embed_corpus(corpus, langs, embedder, emb, spec, progress)
+        router = tmp / ROUTER_DIR
+        router.mkdir()
+        embedder.save(router)  # the workers load it from here, once each
+        a = _embed_corpus(corpus, langs, router, emb, spec, progress)
 
         splits = np.array(a.splits)
         train_rows = np.flatnonzero(splits == "train")
@@ -209,8 +213,6 @@ def allocate_tfidf(
             a.clusters[rows] = km.assign(emb[rows])
         del emb, cost
 
-        router = tmp / ROUTER_DIR
-        router.mkdir()
         TfidfClusters(embedder, km.centroids, km.prices).save(router)
         settings = {
             "corpus": str(corpus.path),
@@ -227,8 +229,13 @@ def allocate_tfidf(
     return info
 
 
-def _embed_corpus(corpus, langs, embedder, emb, spec, progress) -> Assignments:
-    """Embed every document into `emb` (row order = corpus order); returns their ids and labels."""
+def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
+    """Embed every document into `emb` (row order = corpus order); returns their ids and labels.
+
+    Worker processes receive only the batch texts and the state folder's path: each loads the
+    embedder once (pickling a 65k-entry vocabulary with every batch would cost more than the
+    embedding).
+    """
     a = Assignments()
 
     def texts():
@@ -238,15 +245,25 @@ def _embed_corpus(corpus, langs, embedder, emb, spec, progress) -> Assignments:
 
     workers = spec.workers or os.cpu_count() or 1
     jobs = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs")
+    batches = batched(texts(), spec.batch_size)
     row = 0
     with _bar(progress, len(emb), "embedding documents") as advance:
-        for vectors in jobs(delayed(embedder.embed)(b) for b in batched(texts(), spec.batch_size)):
+        for vectors in jobs(delayed(_embed_batch)(str(state_dir), b) for b in batches):
             emb[row : row + len(vectors)] = vectors
             row += len(vectors)
             advance(len(vectors))
     if row != len(emb):
         raise XelmError(f"{corpus.path}: manifest counts {len(emb)} documents, found {row}")
     return a
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_embedder(state_dir: str) -> TfidfEmbedder:
+    return TfidfEmbedder.load(state_dir)
+
+
+def _embed_batch(state_dir: str, texts: list[str]) -> np.ndarray:
+    return _cached_embedder(state_dir).embed(texts)
 
 
 def _chunks(rows: np.ndarray, size: int = 50_000) -> list[np.ndarray]:
