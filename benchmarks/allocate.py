@@ -7,9 +7,9 @@ fitted on a sample, embedded by worker processes, balanced k-means, writing the 
 folder). Both start from the corpus folder. Reports time, documents/s, balance (max/min cluster
 size in documents) and NMI against the language labels, and the time ratio ours/scikit-learn.
 
-Part 2, scaling: corpora of 10k, 100k and 1M documents (windows of 400 characters cut from the
-demo corpus's documents at shifting offsets, so they are distinct) are allocated in a fresh
-subprocess each; reports time, documents/s and the peak RSS of the whole process tree (the
+Part 2, scaling: corpora of 10k, 100k and 1M documents (400-character windows of the demo
+corpus's documents, rotated by a shifting offset so that they are distinct) are allocated in a
+fresh subprocess each; reports time, documents/s and the peak RSS of the whole process tree (the
 allocator and its embedding workers, sampled from /proc every 0.2 s).
 
     .venv/bin/python benchmarks/allocate.py [--k 4,8] [--sizes 10000,100000,1000000]
@@ -79,8 +79,9 @@ def build_scaled_corpus(demo: Path, out: Path, n: int, chars: int = 400) -> int:
     with CorpusWriter(out) as w:
         for i in range(n):
             lang, text = source[i % len(source)]
-            start = (i // len(source)) * 53 % max(1, len(text) - chars)
-            written += w.write(Document(f"d{i}", lang, text[start : start + chars]))
+            start = (i // len(source)) * 53 % len(text)  # a rotation: distinct for short texts
+            window = (text[start:] + "\n" + text[:start])[:chars]
+            written += w.write(Document(f"d{i}", lang, window))
     return written
 
 
@@ -171,7 +172,7 @@ def main() -> None:
     print(f"\n## scaling (k={args.scale_k}, 400-character documents)")
     print(f"{'documents':>10} {'seconds':>8} {'docs/s':>8} {'balance':>8} {'peak RSS GiB':>13}")
     with tempfile.TemporaryDirectory(dir=args.corpus.parent) as tmp:
-        for n in map(int, args.sizes.split(",")):
+        for n in [int(s) for s in args.sizes.split(",") if s]:
             corpus_dir = Path(tmp) / f"c{n}"
             written = build_scaled_corpus(args.corpus, corpus_dir, n)
             r = scaled_run(corpus_dir, args.scale_k)

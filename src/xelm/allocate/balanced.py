@@ -41,38 +41,65 @@ def balance_prices(
     cost: np.ndarray,
     max_ratio: float,
     prices: np.ndarray | None = None,
+    eps: tuple[float, ...] = (1e-2, 1e-3, 1e-4),
     max_rounds: int = 100_000,
-    eps: float = 1e-5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Prices λ (k,) such that `argmin_c cost + λ` gives clusters with max/min ≤ `max_ratio`.
+    """Prices λ (k,) and labels with max/min cluster size ≤ `max_ratio`, labels ≈ argmin cost + λ.
 
-    Each round raises the price of every cluster above the current cap just enough to push out
-    its excess; the members that lose least by moving to their next-best cluster leave first.
-    The cap is max(`capacity(n, k, max_ratio)`, ⌊max_ratio × smallest cluster⌋): a cluster only
-    shrinks when its own price rises, so the smallest cluster never shrinks, the cap never falls,
-    and prices only rise: this is an auction, and it terminates. Points move only when they
-    must; with max_ratio = 1 (no slack) it converges in many small steps. Returns
-    (prices, labels).
+    If `argmin_c cost + λ` (λ = `prices`, default 0) already satisfies the ratio, nothing moves.
+    Otherwise this is the forward auction for a transportation problem (Bertsekas): every
+    cluster has `capacity(n, k, max_ratio)` slots; each unassigned point bids for its best
+    cluster, offering to raise its price by how much it prefers it to its second best plus
+    eps × the cost scale; a full cluster keeps its highest bids and its price becomes the lowest
+    bid it holds; outbid points bid again. Prices only rise and each bid raises one by at least
+    the eps step, so it terminates, with every point within one step of its cheapest cluster.
+    eps-scaling: a coarse step finds prices fast (a small one alone lets near-tied clusters
+    bid each other up in tiny steps: seconds per call, measured), then finer steps re-run the
+    auction from those prices, so that `argmin cost + λ` — the rule that assigns new documents
+    — agrees with the returned labels up to ties within 1e-4 × the cost scale.
     """
     n, k = cost.shape
-    floor_cap = capacity(n, k, max_ratio)
     prices = np.zeros(k, dtype=np.float64) if prices is None else prices.astype(np.float64)
-    scale = float(np.abs(cost).max()) if cost.size else 1.0
-    eps = eps * max(scale, 1e-12)
+    labels = (cost + prices[None, :]).argmin(1)
+    sizes = np.bincount(labels, minlength=k)
+    if sizes.min() > 0 and sizes.max() <= max_ratio * sizes.min():
+        return prices, labels
+    cap = capacity(n, k, max_ratio)
+    scale = max(float(np.abs(cost).max()) if cost.size else 1.0, 1e-12)
+    for e in eps:
+        labels = _auction(cost, cap, prices, e * scale, max_rounds)
+    return prices, labels
+
+
+def _auction(cost: np.ndarray, cap: int, prices: np.ndarray, step: float, max_rounds: int):
+    """One forward auction from `prices` (updated in place); returns the labels."""
+    n, k = cost.shape
+    labels = np.full(n, -1)
+    held = np.zeros(n)  # the price each assigned point bid
+    unassigned = np.arange(n)
     for _ in range(max_rounds):
-        adjusted = cost + prices[None, :]
-        labels = adjusted.argmin(1)
-        sizes = np.bincount(labels, minlength=k)
-        over = sizes - max(floor_cap, int(np.floor(max_ratio * sizes.min())))
-        if (over <= 0).all():
-            return prices, labels
-        for c in np.flatnonzero(over > 0):
-            members = adjusted[labels == c]
-            here = members[:, c].copy()
-            members[:, c] = np.inf
-            margin = members.min(1) - here  # how much λ_c must rise before each member leaves
-            excess = int(over[c])
-            prices[c] += np.partition(margin, excess - 1)[excess - 1] + eps
+        if len(unassigned) == 0:
+            return labels
+        a = cost[unassigned] + prices[None, :]
+        rows = np.arange(len(unassigned))
+        first = a.argmin(1)
+        best = a[rows, first]
+        a[rows, first] = np.inf
+        second = a.min(1) if k > 1 else best
+        bids = prices[first] + (second - best) + step
+        for c in np.unique(first):
+            new = unassigned[first == c]
+            holders = np.flatnonzero(labels == c)
+            points = np.concatenate([holders, new])
+            offers = np.concatenate([held[holders], bids[first == c]])
+            if len(points) > cap:
+                order = np.argsort(-offers, kind="stable")
+                labels[points[order[cap:]]] = -1
+                points, offers = points[order[:cap]], offers[order[:cap]]
+                prices[c] = offers.min()
+            labels[points] = c
+            held[points] = offers
+        unassigned = np.flatnonzero(labels < 0)
     raise RuntimeError(f"balancing did not converge in {max_rounds} rounds")
 
 
@@ -82,7 +109,7 @@ class BalancedKMeans:
 
     k: int
     max_ratio: float = 1.05  # largest/smallest cluster on the fitted sample
-    max_iter: int = 30
+    max_iter: int = 5  # balanced Lloyd steps after k-means++: 3 give nearly all the gain (measured)
     n_init: int = 3
     seed: int = 0
     centroids: np.ndarray | None = None
@@ -108,7 +135,7 @@ class BalancedKMeans:
                 if len(members):
                     centroids[c] = members.mean(0)
             self.iterations = it
-            if changed <= max(1, n // 1000):
+            if changed <= max(1, n // 200):
                 break
         # prices for the final centroids (the loop's last update moved them)
         prices, _ = balance_prices(squared_distances(x, centroids), self.max_ratio)

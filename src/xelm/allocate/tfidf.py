@@ -148,7 +148,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 class TfidfAllocationSpec:
     features: TfidfSpec = TfidfSpec()
     vocab_docs: int = 10_000  # documents the vocabulary, idf and SVD are fitted on
-    kmeans_docs: int = 100_000  # embedded training documents the centroids are fitted on
+    kmeans_docs: int = 20_000  # embedded training documents the centroids are fitted on
     max_ratio: float = 1.05  # largest/smallest cluster (documents) allowed on the training split
     batch_size: int = 1000
     workers: int = 0  # embedding processes; 0 = one per CPU core
