@@ -16,7 +16,7 @@ def xelm(*args, cwd=None):
 
 def test_help_lists_the_pipeline_and_version_works():
     out = xelm("--help").stdout
-    for stage in ("data", "tokenizer", "run"):
+    for stage in ("data", "tokenizer", "allocate", "run"):
         assert stage in out
     assert xelm("--version").stdout.startswith("xelm ")
 

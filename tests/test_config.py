@@ -41,3 +41,13 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(tmp_path / "list.yaml")
     with pytest.raises(XelmError, match="expected key.path=value"):
         load_config(None, ["tokenizer.vocab_size"])
+
+
+def test_allocations_are_validated_and_named_by_method_and_k(tmp_path):
+    path = tmp_path / "alloc.yaml"
+    path.write_text("allocations:\n  - {method: typology, k: 8}\n  - {method: kmeans, k: 2}\n")
+    with pytest.raises(XelmError, match=r"allocations\.1\.method: input should be 'tfidf' or"):
+        load_config(path)
+    cfg = load_config(None, ["allocations=[{method: tfidf, k: 8, max_ratio: 1.1}]"])
+    assert [a.name for a in cfg.allocations] == ["tfidf-k8"]
+    assert [a.name for a in load_config().allocations] == ["typology-k4", "tfidf-k4"]

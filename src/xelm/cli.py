@@ -296,7 +296,7 @@ def allocate_tfidf_cmd(
     ngram_max: Annotated[int, typer.Option(help="Character n-grams 1..N.")] = 2,
     max_chars: Annotated[int, typer.Option(help="Featurise each document's first N chars.")] = 2000,
     max_ratio: Annotated[float, typer.Option(help="Largest/smallest cluster allowed.")] = 1.05,
-    vocab_docs: Annotated[int, typer.Option(help="Documents to fit TF-IDF + SVD on.")] = 10_000,
+    vocab_docs: Annotated[int, typer.Option(help="Documents to fit TF-IDF + SVD on.")] = 5_000,
     kmeans_docs: Annotated[int, typer.Option(help="Documents to fit centroids on.")] = 20_000,
     workers: Annotated[int, typer.Option(help="Embedding processes (0: one per core).")] = 0,
     seed: int = 0,

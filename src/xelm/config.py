@@ -118,7 +118,7 @@ class AllocationConfig:
     ngram_max: int = 2
     svd_dims: int = 100
     max_chars: int = 2000
-    vocab_docs: int = 10_000
+    vocab_docs: int = 5_000
     seed: int = 0
 
     @property

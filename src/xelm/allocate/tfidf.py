@@ -147,7 +147,7 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 @dataclass(frozen=True)
 class TfidfAllocationSpec:
     features: TfidfSpec = TfidfSpec()
-    vocab_docs: int = 10_000  # documents the vocabulary, idf and SVD are fitted on
+    vocab_docs: int = 5_000  # documents the vocabulary, idf and SVD are fitted on
     kmeans_docs: int = 20_000  # embedded training documents the centroids are fitted on
     max_ratio: float = 1.05  # largest/smallest cluster (documents) allowed on the training split
     batch_size: int = 1000
