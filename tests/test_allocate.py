@@ -230,3 +230,14 @@ def test_cli_allocates_shows_and_rejects_bad_input_in_one_line(family_corpus, tm
     assert not (tmp_path / "bad").exists()
     res = run_xelm("allocate", "show", str(tmp_path))
     assert res.returncode == 2 and "not an allocation" in res.stderr
+
+
+def test_a_corpus_without_training_documents_is_a_clear_error(tmp_path):
+    from xelm.corpus import SplitFractions
+
+    with CorpusWriter(tmp_path / "c", splits=SplitFractions(validation=0.0, test=1.0)) as w:
+        w.write_all([Document(f"{lang}{i}", lang, f"text {i}") for lang in ("de", "fr")
+                     for i in range(5)])  # fmt: skip
+    for allocate in (allocate_tfidf, allocate_typology):
+        with pytest.raises(XelmError, match="no training documents"):
+            allocate(tmp_path / "c", 2, tmp_path / "out")
