@@ -176,3 +176,18 @@ def test_continue_training_any_model_on_some_languages(lm_setup, tmp_path):
     info = json.loads((tmp_path / "ru" / "xelm_train.json").read_text())
     assert info["languages"] == ["ru"] and info["config"]["init"] == str(seed)
     assert set(info["validation"]) == {"ru"}
+
+
+def test_training_on_one_cluster_of_an_allocation_sees_only_its_languages(lm_setup, tmp_path):
+    from xelm.allocate.typology import allocate_typology
+
+    info = allocate_typology(lm_setup / "corpus", 2, tmp_path / "alloc")
+    for cluster in info["clusters"]:
+        cfg = tiny_cfg(lm_setup, tmp_path / f"expert{cluster['id']}", max_tokens=4 * 4 * 32,
+                       allocation=str(tmp_path / "alloc"), cluster=cluster["id"])  # fmt: skip
+        out = train(cfg, progress=False)
+        meta = json.loads((out / "xelm_train.json").read_text())
+        assert sorted(meta["languages"]) == sorted(cluster["languages"])
+        assert set(meta["validation"]) <= set(cluster["languages"])
+    with pytest.raises(XelmError, match="allocation and cluster go together"):
+        train(tiny_cfg(lm_setup, tmp_path / "x", allocation=str(tmp_path / "alloc")))

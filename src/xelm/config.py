@@ -65,6 +65,8 @@ class TrainConfig:
     init: str | None = None  # ... or start from this HF causal LM (folder or hub name)
     tokenizer: str | None = None  # default: the init model's tokenizer
     langs: list[str] | None = None  # default: the corpus's training languages
+    allocation: str | None = None  # with `cluster`: train only on that cluster's documents
+    cluster: int | None = None  # (an expert: `xelm allocate` folder + cluster id)
     sampling_alpha: float = 1.0  # language sampling p_l ∝ tokens_l^alpha (1: natural mix)
     seq_len: int = 256  # tokens per training sequence
     micro_batch_size: int = 16  # sequences per forward/backward pass (per process)

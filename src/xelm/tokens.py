@@ -23,6 +23,7 @@ from xelm.errors import XelmError
 from xelm.paths import cache_dir
 
 _BATCH_DOCS = 256
+FORMAT = 2  # 2: document offsets in `<lang>.<split>.idx`
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -49,6 +50,14 @@ class TokenStream:
     def array(self) -> np.ndarray:
         return np.memmap(self.path, dtype=self.dtype, mode="r")
 
+    def offsets(self) -> np.ndarray:
+        """Where each document starts (at its separator) in `array()`, then the end: (docs + 1,)."""
+        return np.fromfile(self.path.with_suffix(".idx"), dtype=np.int64)
+
+    def document_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of each document's text: (docs,)."""
+        return np.fromfile(self.path.with_suffix(".nbytes"), dtype=np.int64)
+
 
 def token_streams(
     corpus: Corpus, tokenizer, split: str, langs: list[str], cache: Path | None = None
@@ -67,7 +76,7 @@ def token_streams(
             raise XelmError(f"{corpus.path}: no language {lang!r} (has {', '.join(corpus.langs)})")
         path = root / f"{lang}.{split}.bin"
         meta_path = path.with_suffix(".json")
-        if not meta_path.exists():
+        if not meta_path.exists() or json.loads(meta_path.read_text()).get("format") != FORMAT:
             _tokenize(corpus, tokenizer, split, lang, path, dtype, sep)
         meta = json.loads(meta_path.read_text())
         streams[lang] = TokenStream(
@@ -79,6 +88,7 @@ def token_streams(
 def _tokenize(corpus, tokenizer, split, lang, path: Path, dtype, sep: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n_tokens = n_docs = n_bytes = 0
+    offsets, doc_bytes = [0], []
     with tmp.open("wb") as f:
         batch: list[str] = []
 
@@ -90,12 +100,14 @@ def _tokenize(corpus, tokenizer, split, lang, path: Path, dtype, sep: int) -> No
                 arr = np.asarray([sep, *ids], dtype=dtype)
                 f.write(arr.tobytes())
                 n_tokens += len(arr)
+                offsets.append(n_tokens)
             batch.clear()
 
         for doc in corpus.documents(split, [lang]):
             batch.append(doc.text)
             n_docs += 1
-            n_bytes += len(doc.text.encode("utf-8"))
+            doc_bytes.append(len(doc.text.encode("utf-8")))
+            n_bytes += doc_bytes[-1]
             if len(batch) >= _BATCH_DOCS:
                 flush()
         flush()
@@ -106,9 +118,73 @@ def _tokenize(corpus, tokenizer, split, lang, path: Path, dtype, sep: int) -> No
             "drop it from the languages or rebuild the corpus with a larger split"
         )
     meta = {"tokens": n_tokens, "documents": n_docs, "bytes": n_bytes,
-            "dtype": np.dtype(dtype).name}  # fmt: skip
+            "dtype": np.dtype(dtype).name, "format": FORMAT}  # fmt: skip
+    np.asarray(offsets, dtype=np.int64).tofile(path.with_suffix(".idx"))
+    np.asarray(doc_bytes, dtype=np.int64).tofile(path.with_suffix(".nbytes"))
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta) + "\n")  # written last: the marker
+
+
+def subset_streams(
+    streams: dict[str, TokenStream], keep: dict[str, np.ndarray], out: Path
+) -> dict[str, TokenStream]:
+    """The same streams restricted to some documents: `keep[lang]` is a boolean mask over that
+    stream's documents, in corpus order (how an expert sees only its cluster of an allocation).
+
+    Written once under `out` (the caller keys it by allocation and cluster); languages with no
+    kept document are left out.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    result = {}
+    for lang, stream in streams.items():
+        mask = np.asarray(keep.get(lang, np.zeros(stream.documents, bool)), dtype=bool)
+        if len(mask) != stream.documents:
+            raise XelmError(
+                f"allocation does not match the corpus: {lang} has {stream.documents} documents "
+                f"in this split, the allocation {len(mask)}; re-run `xelm allocate`"
+            )
+        if not mask.any():
+            continue
+        path = out / stream.path.name
+        meta_path = path.with_suffix(".json")
+        if not meta_path.exists():
+            offsets, data = stream.offsets(), stream.array()
+            starts, ends = offsets[:-1][mask], offsets[1:][mask]
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            with tmp.open("wb") as f:
+                for a, b in zip(starts, ends, strict=True):
+                    f.write(np.asarray(data[a:b]).tobytes())
+            lengths = ends - starts
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64).tofile(
+                path.with_suffix(".idx")
+            )
+            nbytes = stream.document_bytes()[mask]
+            nbytes.tofile(path.with_suffix(".nbytes"))
+            os.replace(tmp, path)
+            meta = {"tokens": int(lengths.sum()), "documents": int(mask.sum()),
+                    "bytes": int(nbytes.sum()), "dtype": stream.dtype,
+                    "format": FORMAT}  # fmt: skip
+            meta_path.write_text(json.dumps(meta) + "\n")
+        meta = json.loads(meta_path.read_text())
+        result[lang] = TokenStream(
+            lang, path, meta["tokens"], meta["documents"], meta["bytes"], meta["dtype"]
+        )
+    return result
+
+
+def cluster_streams(
+    corpus: Corpus, tokenizer, split: str, langs: list[str], allocation, cluster: int,
+    cache: Path | None = None,
+) -> dict[str, TokenStream]:  # fmt: skip
+    """The split's streams restricted to one cluster of an `Allocation` (languages it holds)."""
+    streams = token_streams(corpus, tokenizer, split, langs, cache)
+    table = allocation.assignments(split)
+    langs_col = np.asarray(table["lang"].to_pylist(), dtype=object)
+    in_cluster = np.asarray(table["cluster"].to_numpy()) == cluster
+    keep = {lang: in_cluster[langs_col == lang] for lang in streams}
+    digest = hashlib.sha256((allocation.path / "assignments.parquet").read_bytes()).hexdigest()
+    root = next(iter(streams.values())).path.parent
+    return subset_streams(streams, keep, root / f"alloc-{digest[:16]}" / f"c{cluster}")
 
 
 def language_weights(tokens: dict[str, int], alpha: float) -> dict[str, float]:

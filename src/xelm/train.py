@@ -25,7 +25,7 @@ from xelm.corpus import Corpus
 from xelm.errors import XelmError
 from xelm.models import build_model, check_vocab, count_parameters, load_model, save_model
 from xelm.tokenizer import load_tokenizer
-from xelm.tokens import BlockSampler, language_weights, token_streams
+from xelm.tokens import BlockSampler, cluster_streams, language_weights, token_streams
 
 TRAIN_INFO = "xelm_train.json"
 
@@ -154,6 +154,8 @@ def _require(cfg: TrainConfig) -> None:
         )
     if cfg.preset is not None and cfg.tokenizer is None:
         problems.append("a fresh model (preset) needs a tokenizer")
+    if (cfg.allocation is None) != (cfg.cluster is None):
+        problems.append("allocation and cluster go together (an expert's cluster)")
     if problems:
         raise XelmError("train config: " + "; ".join(problems))
 
@@ -179,8 +181,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.init)
     corpus = Corpus(cfg.corpus)
     langs = cfg.langs or corpus.train_langs
-    train_streams = token_streams(corpus, tokenizer, "train", langs)
-    val_streams = token_streams(corpus, tokenizer, "validation", langs)
+    if cfg.allocation is None:
+        train_streams = token_streams(corpus, tokenizer, "train", langs)
+        val_streams = token_streams(corpus, tokenizer, "validation", langs)
+    else:  # an expert: only its cluster's documents
+        from xelm.allocate.allocation import Allocation
+
+        alloc = Allocation(cfg.allocation)
+        train_streams = cluster_streams(corpus, tokenizer, "train", langs, alloc, cfg.cluster)
+        val_streams = cluster_streams(corpus, tokenizer, "validation", langs, alloc, cfg.cluster)
+        if not train_streams:
+            raise XelmError(f"{cfg.allocation}: cluster {cfg.cluster} has no training documents")
+        langs = list(train_streams)
     weights = language_weights({k: s.tokens for k, s in train_streams.items()}, cfg.sampling_alpha)
     sampler = BlockSampler({k: s.array() for k, s in train_streams.items()}, cfg.seq_len, weights,
                            cfg.seed)  # fmt: skip
