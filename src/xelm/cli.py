@@ -381,6 +381,59 @@ def train_seed(
     _train(values, config, set_, resume, quiet)
 
 
+@train_app.command("experts")
+def train_experts_cmd(
+    seed: Annotated[Path, typer.Option(help="The seed model every expert branches from.")],
+    allocation: Annotated[Path, typer.Option(help="Allocation folder (`xelm allocate`).")],
+    tokens: Annotated[int, typer.Option(help="Total budget in tokens, shared by the experts.")],
+    out: Annotated[Path, typer.Option(help="Folder for experts/expert_XX.")],
+    split: Annotated[str, typer.Option(help="Budget split: proportional | even.")] = (
+        "proportional"),
+    match: Annotated[str, typer.Option(
+        help="updates: the dense run's steps with 1/k batch (paper); batch: 1/k of the steps."
+    )] = "updates",
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:  # fmt: skip
+    """Branch-Train: one expert per cluster, each an exact copy of the seed trained on its
+    cluster only (sequentially; finished experts are skipped, interrupted ones resume)."""
+    from xelm.config import TrainConfig, load_config
+    from xelm.experts import BranchSpec, train_experts
+
+    if split not in ("proportional", "even") or match not in ("updates", "batch"):
+        raise XelmError("--split is proportional|even and --match is updates|batch")
+    base = load_config(config, set_, cls=TrainConfig)
+    infos = train_experts(seed, allocation, out, BranchSpec(tokens, split, match), base,
+                          progress=not quiet)  # fmt: skip
+    table = Table(title=f"{out}: {len(infos)} experts from {seed}")
+    for col in ("expert", "languages", "share", "tokens", "steps", "seconds", "val loss"):
+        table.add_column(col, justify="left" if col in ("expert", "languages") else "right")
+    for i in infos:
+        table.add_row(f"expert_{i['cluster']:02d}", " ".join(i["languages"]), f"{i['share']:.1%}",
+                      f"{i['tokens']:,}", str(i["steps"]), f"{i['seconds']:.0f}",
+                      f"{i['validation_loss']:.3f}")  # fmt: skip
+    console.print(table)
+
+
+@train_app.command("dense")
+def train_dense_cmd(
+    seed: Annotated[Path, typer.Option(help="The seed model (the experts' seed).")],
+    corpus: Annotated[Path, typer.Option(help="Corpus folder (all its training languages).")],
+    tokens: Annotated[int, typer.Option(help="Budget in tokens (the experts' total).")],
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
+) -> None:  # fmt: skip
+    """The compute-matched dense (k=1) baseline: the seed on all data for the same tokens."""
+    from xelm.config import TrainConfig, load_config
+    from xelm.experts import train_dense
+
+    base = load_config(config, set_, cls=TrainConfig)
+    info = train_dense(seed, corpus, out, tokens, base, progress=not quiet)
+    console.print(
+        f"{out}: {info['tokens']:,} tokens, {info['steps']} steps, "
+        f"{info['seconds']:.0f} s, mean validation loss {info['validation_loss']:.3f}"
+    )
+
+
 @train_app.command("continue")
 def train_continue(
     init: Annotated[str, typer.Option(help="HF causal LM to start from (folder or hub name).")],

@@ -190,9 +190,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         alloc = Allocation(cfg.allocation)
         train_streams = cluster_streams(corpus, tokenizer, "train", langs, alloc, cfg.cluster)
         val_streams = cluster_streams(corpus, tokenizer, "validation", langs, alloc, cfg.cluster)
+        # a TF-IDF cluster can hold a few stray documents of a language: less than one block
+        # cannot be sampled, and is too little to matter, so it is left out
+        train_streams = {k: s for k, s in train_streams.items() if s.tokens > cfg.seq_len}
         if not train_streams:
-            raise XelmError(f"{cfg.allocation}: cluster {cfg.cluster} has no training documents")
+            raise XelmError(f"{cfg.allocation}: cluster {cfg.cluster} has no training documents "
+                            f"(at least one block of {cfg.seq_len + 1} tokens)")  # fmt: skip
         langs = list(train_streams)
+        val_streams = {k: s for k, s in val_streams.items() if k in train_streams}
     weights = language_weights({k: s.tokens for k, s in train_streams.items()}, cfg.sampling_alpha)
     sampler = BlockSampler({k: s.array() for k, s in train_streams.items()}, cfg.seq_len, weights,
                            cfg.seed)  # fmt: skip

@@ -1,0 +1,156 @@
+"""Branch-Train: k experts branched from one seed, each trained on its own cluster only, and the
+compute-matched dense baseline (the same seed on all the data for the same tokens).
+
+Compute matching (DESIGN.md): the budget T tokens is split across the experts in proportion to
+their clusters' training tokens (or evenly). With `match="updates"` (the paper's setting, where
+clusters × GPUs per expert is constant) every expert runs the dense run's number of optimizer
+steps with its share of the dense batch; with `match="batch"` every expert keeps the dense batch
+and runs its share of the steps. Either way the experts together see T tokens, like the dense run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from xelm.allocate.allocation import Allocation
+from xelm.config import TrainConfig
+from xelm.corpus import Corpus
+from xelm.errors import XelmError
+from xelm.paths import atomic_write_text
+from xelm.tokenizer import load_tokenizer
+from xelm.tokens import cluster_streams
+
+EXPERT_INFO = "xelm_expert.json"
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    tokens: int  # total budget T shared by the experts (the dense baseline gets the same)
+    split: Literal["proportional", "even"] = "proportional"
+    match: Literal["updates", "batch"] = "updates"
+
+
+@dataclass(frozen=True)
+class ExpertJob:
+    cluster: int
+    languages: list[str]
+    share: float  # of the budget
+    config: TrainConfig
+
+
+def seed_hash(seed: str | Path) -> str:
+    """Fingerprint of a seed's weights: experts record which seed they were branched from."""
+    h = hashlib.sha256()
+    files = sorted(Path(seed).glob("*.safetensors")) or sorted(Path(seed).glob("*.bin"))
+    if not files:
+        raise XelmError(f"{seed}: no model weights (*.safetensors) to branch experts from")
+    for f in files:
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def plan_experts(
+    seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec, base: TrainConfig
+) -> list[ExpertJob]:
+    """One training config per cluster: init = the seed, data = the cluster, budget per `spec`."""
+    alloc = Allocation(allocation)
+    corpus = Corpus(alloc.info["settings"]["corpus"])
+    tokenizer = load_tokenizer(base.tokenizer or str(seed))
+    langs = alloc.info["settings"]["languages"]
+    sizes = []
+    for c in range(alloc.k):
+        streams = cluster_streams(corpus, tokenizer, "train", langs, alloc, c)
+        if not streams:
+            raise XelmError(f"{allocation}: cluster {c} has no training documents")
+        sizes.append(sum(s.tokens for s in streams.values()))
+    even = [1 / alloc.k] * alloc.k
+    shares = [s / sum(sizes) for s in sizes] if spec.split == "proportional" else even
+    batch_seqs = base.micro_batch_size * base.grad_accum_steps
+    dense_steps = spec.tokens // (batch_seqs * base.seq_len)
+    jobs = []
+    for c, share in enumerate(shares):
+        if spec.match == "updates":  # the dense run's steps, this share of its batch
+            micro = max(1, round(base.micro_batch_size * share))
+            tokens = dense_steps * micro * base.grad_accum_steps * base.seq_len
+        else:  # the dense batch, this share of its steps
+            micro, tokens = base.micro_batch_size, round(spec.tokens * share)
+        if tokens < micro * base.grad_accum_steps * base.seq_len:
+            raise XelmError(
+                f"--tokens {spec.tokens:,} is too small: expert {c} ({share:.0%} of the budget) "
+                "would not make one optimizer step; raise the budget or shrink the batch"
+            )
+        cfg = dataclasses.replace(
+            base, corpus=str(corpus.path), init=str(seed), preset=None, max_tokens=tokens,
+            micro_batch_size=micro, allocation=str(alloc.path), cluster=c,
+            out=str(Path(out) / f"expert_{c:02d}"),
+        )  # fmt: skip
+        cluster_langs = list(alloc.clusters[c]["languages"])
+        jobs.append(ExpertJob(c, cluster_langs, share, cfg))
+    return jobs
+
+
+def train_expert(job: ExpertJob, seed: str | Path, spec: BranchSpec, progress: bool = True) -> dict:
+    """Train one expert (resuming its checkpoints if any); skip it if already finished."""
+    from xelm.train import TRAIN_INFO, train
+
+    out = Path(job.config.out)
+    if (out / EXPERT_INFO).exists():
+        return json.loads((out / EXPERT_INFO).read_text())
+    train(job.config, resume=True, progress=progress)
+    run = json.loads((out / TRAIN_INFO).read_text())
+    losses = [v["loss"] for v in run["validation"].values()]
+    info = {
+        "cluster": job.cluster,
+        "languages": job.languages,
+        "share": round(job.share, 6),
+        "tokens": run["tokens"],
+        "steps": run["steps"],
+        "seconds": run["seconds"],
+        "seed": str(seed),
+        "seed_hash": seed_hash(seed),
+        "allocation": job.config.allocation,
+        "split": spec.split,
+        "match": spec.match,
+        "validation_loss": round(sum(losses) / len(losses), 4) if losses else None,
+        "validation": run["validation"],
+    }
+    atomic_write_text(out / EXPERT_INFO, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def train_experts(
+    seed: str | Path,
+    allocation: str | Path,
+    out: str | Path,
+    spec: BranchSpec,
+    base: TrainConfig,
+    progress: bool = True,
+) -> list[dict]:
+    """The sequential launcher: experts one after another in this process; finished ones are
+    skipped and an interrupted one resumes from its last checkpoint."""
+    jobs = plan_experts(seed, allocation, out, spec, base)
+    return [train_expert(job, seed, spec, progress) for job in jobs]
+
+
+def train_dense(
+    seed: str | Path, corpus: str | Path, out: str | Path, tokens: int, base: TrainConfig,
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """The compute-matched k=1 baseline: the seed on all training data for the same tokens."""
+    from xelm.train import TRAIN_INFO, train
+
+    cfg = dataclasses.replace(base, corpus=str(corpus), init=str(seed), preset=None,
+                              max_tokens=tokens, out=str(out))  # fmt: skip
+    train(cfg, resume=True, progress=progress)
+    run = json.loads((Path(out) / TRAIN_INFO).read_text())
+    losses = [v["loss"] for v in run["validation"].values()]
+    return {"tokens": run["tokens"], "steps": run["steps"], "seconds": run["seconds"],
+            "seed_hash": seed_hash(seed), "validation_loss": round(sum(losses) / len(losses), 4),
+            "validation": run["validation"]}  # fmt: skip

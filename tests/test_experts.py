@@ -1,0 +1,74 @@
+"""Branch-Train: experts branch from the seed, see only their cluster, and the dense baseline
+consumes the same total tokens."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from xelm.allocate.typology import allocate_typology
+from xelm.config import TrainConfig
+from xelm.errors import XelmError
+from xelm.experts import EXPERT_INFO, BranchSpec, plan_experts, train_dense, train_experts
+from xelm.train import train
+
+
+@pytest.fixture(scope="module")
+def seed_and_alloc(lm_setup, tmp_path_factory):
+    root = tmp_path_factory.mktemp("branch")
+    cfg = TrainConfig(corpus=str(lm_setup / "corpus"), tokenizer=str(lm_setup / "tok"),
+                      out=str(root / "seed"), preset="tiny", max_tokens=8 * 4 * 32, seq_len=32,
+                      micro_batch_size=4, threads=1)  # fmt: skip
+    seed = train(cfg, progress=False)
+    allocate_typology(lm_setup / "corpus", 2, root / "alloc")
+    return root, seed, root / "alloc"
+
+
+def base(**kw):
+    return TrainConfig(seq_len=32, micro_batch_size=4, threads=1, **kw)
+
+
+def test_experts_start_as_the_seed_and_see_only_their_cluster(seed_and_alloc):
+    root, seed, alloc = seed_and_alloc
+    # lr = 0: nothing moves, so each expert must still be exactly the seed
+    infos = train_experts(seed, alloc, root / "frozen", BranchSpec(16 * 4 * 32), base(lr=0.0),
+                          progress=False)  # fmt: skip
+    weights = load_file(seed / "model.safetensors")
+    clusters = json.loads((alloc / "clusters.json").read_text())["clusters"]
+    for info, cluster in zip(infos, clusters, strict=True):
+        expert = root / "frozen" / f"expert_{info['cluster']:02d}"
+        got = load_file(expert / "model.safetensors")
+        assert all((got[k] == v).all() for k, v in weights.items())
+        assert sorted(info["languages"]) == sorted(cluster["languages"])
+        assert set(info["validation"]) <= set(cluster["languages"])  # its languages only
+        assert info["seed_hash"] and (expert / EXPERT_INFO).exists()
+
+
+def test_budget_split_and_compute_matching(seed_and_alloc):
+    root, seed, alloc = seed_and_alloc
+    T = 32 * 4 * 32
+    jobs = plan_experts(seed, alloc, root / "plan", BranchSpec(T), base())
+    dense_steps = T // (4 * 32)
+    # paper: the dense run's number of updates, each expert a share of its batch
+    assert all(j.config.max_tokens // (j.config.micro_batch_size * 32) == dense_steps
+               for j in jobs)  # fmt: skip
+    assert abs(sum(j.config.max_tokens for j in jobs) - T) <= len(jobs) * dense_steps * 32
+    even = plan_experts(seed, alloc, root / "plan", BranchSpec(T, "even", "batch"), base())
+    assert [j.config.max_tokens for j in even] == [T // 2, T // 2]
+    assert all(j.config.micro_batch_size == 4 for j in even)
+    with pytest.raises(XelmError, match="too small"):
+        plan_experts(seed, alloc, root / "plan", BranchSpec(100, "even", "batch"), base())
+
+
+def test_dense_and_experts_consume_the_same_tokens(seed_and_alloc):
+    root, seed, alloc = seed_and_alloc
+    T = 8 * 4 * 32
+    experts = train_experts(seed, alloc, root / "exp", BranchSpec(T, "even", "batch"), base(),
+                            progress=False)  # fmt: skip
+    corpus = json.loads((alloc / "clusters.json").read_text())["settings"]["corpus"]
+    dense = train_dense(seed, corpus, root / "dense", T, base(), progress=False)
+    assert sum(e["tokens"] for e in experts) == dense["tokens"] == T
+    # a re-run trains nothing: finished experts are skipped
+    again = train_experts(seed, alloc, root / "exp", BranchSpec(T, "even", "batch"), base(),
+                          progress=False)  # fmt: skip
+    assert [e["seconds"] for e in again] == [e["seconds"] for e in experts]
