@@ -44,6 +44,14 @@ def test_experts_start_as_the_seed_and_see_only_their_cluster(seed_and_alloc):
         assert info["seed_hash"] and (expert / EXPERT_INFO).exists()
 
 
+def test_apportion_keeps_the_total():
+    from xelm.experts import apportion
+
+    assert apportion(16, [0.28, 0.178, 0.262, 0.28]) == [5, 3, 4, 4]
+    assert apportion(16, [0.98, 0.01, 0.01]) == [14, 1, 1]
+    assert apportion(2, [0.5, 0.3, 0.2]) == [1, 1, 1]  # more experts than sequences
+
+
 def test_budget_split_and_compute_matching(seed_and_alloc):
     root, seed, alloc = seed_and_alloc
     T = 32 * 4 * 32
@@ -52,7 +60,7 @@ def test_budget_split_and_compute_matching(seed_and_alloc):
     # paper: the dense run's number of updates, each expert a share of its batch
     assert all(j.config.max_tokens // (j.config.micro_batch_size * 32) == dense_steps
                for j in jobs)  # fmt: skip
-    assert abs(sum(j.config.max_tokens for j in jobs) - T) <= len(jobs) * dense_steps * 32
+    assert sum(j.config.max_tokens for j in jobs) == T  # the batches add up to the dense batch
     even = plan_experts(seed, alloc, root / "plan", BranchSpec(T, "even", "batch"), base())
     assert [j.config.max_tokens for j in even] == [T // 2, T // 2]
     assert all(j.config.micro_batch_size == 4 for j in even)

@@ -56,6 +56,20 @@ def seed_hash(seed: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def apportion(total: int, shares: list[float]) -> list[int]:
+    """Split `total` sequences by `shares` into whole numbers (each ≥ 1) that sum to `total`
+    (largest remainders), so the experts' batches add up to the dense batch exactly (only when
+    there are more experts than sequences does the sum exceed it)."""
+    raw = [total * s for s in shares]
+    parts = [max(1, int(r)) for r in raw]
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - int(raw[i]), reverse=True)
+    for i in order[: max(0, total - sum(parts))]:
+        parts[i] += 1
+    while sum(parts) > total and max(parts) > 1:  # minimums of 1 overshot: trim the largest
+        parts[parts.index(max(parts))] -= 1
+    return parts
+
+
 def plan_experts(
     seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec, base: TrainConfig
 ) -> list[ExpertJob]:
@@ -74,10 +88,11 @@ def plan_experts(
     shares = [s / sum(sizes) for s in sizes] if spec.split == "proportional" else even
     batch_seqs = base.micro_batch_size * base.grad_accum_steps
     dense_steps = spec.tokens // (batch_seqs * base.seq_len)
+    micros = apportion(base.micro_batch_size, shares)
     jobs = []
     for c, share in enumerate(shares):
         if spec.match == "updates":  # the dense run's steps, this share of its batch
-            micro = max(1, round(base.micro_batch_size * share))
+            micro = micros[c]
             tokens = dense_steps * micro * base.grad_accum_steps * base.seq_len
         else:  # the dense batch, this share of its steps
             micro, tokens = base.micro_batch_size, round(spec.tokens * share)
