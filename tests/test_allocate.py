@@ -192,6 +192,13 @@ def test_typology_needs_two_languages_known_to_uriel(tmp_path):
     with pytest.raises(XelmError, match=r"too few known URIEL syntax_average features for sk"):
         allocate_typology(tmp_path / "sk", 2, tmp_path / "out")
     allocate_typology(tmp_path / "sk", 2, tmp_path / "out", TypologySpec(features="syntax_knn"))
+    with CorpusWriter(tmp_path / "dz") as w:  # Dzongkha is not in URIEL at all
+        w.write_all([Document(f"{lang}{i}", lang, f"text {i}") for lang in ("dz", "en")
+                     for i in range(20)])  # fmt: skip
+    with pytest.raises(XelmError, match=r"not in URIEL \(lang2vec\): dz \(dzo\)"):
+        allocate_typology(tmp_path / "dz", 2, tmp_path / "out2")
+    with pytest.raises(XelmError, match="--features syntax_averag: unknown"):
+        allocate_typology(tmp_path / "sk", 2, tmp_path / "o", TypologySpec("syntax_averag"))
 
 
 def test_small_vocabularies_still_fit(tmp_path):
