@@ -38,6 +38,12 @@ class Document:
     text: str
 
 
+def unit_hash(key: str) -> float:
+    """A uniform number in [0, 1) fixed by `key`: reproducible splits and samples in one pass."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 @dataclass(frozen=True)
 class SplitFractions:
     """Shares of each language's documents held out for validation and test."""
@@ -47,8 +53,7 @@ class SplitFractions:
 
     def of(self, doc_id: str) -> str:
         """The split of a document: a pure function of its id (language-independent)."""
-        digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
-        u = int.from_bytes(digest, "big") / 2**64
+        u = unit_hash(doc_id)
         if u < self.test:
             return "test"
         return "validation" if u < self.test + self.validation else "train"

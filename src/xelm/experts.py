@@ -120,7 +120,6 @@ def train_expert(job: ExpertJob, seed: str | Path, spec: BranchSpec, progress: b
         return json.loads((out / EXPERT_INFO).read_text())
     train(job.config, resume=True, progress=progress)
     run = json.loads((out / TRAIN_INFO).read_text())
-    losses = [v["loss"] for v in run["validation"].values()]
     info = {
         "cluster": job.cluster,
         "languages": job.languages,
@@ -133,7 +132,7 @@ def train_expert(job: ExpertJob, seed: str | Path, spec: BranchSpec, progress: b
         "allocation": job.config.allocation,
         "split": spec.split,
         "match": spec.match,
-        "validation_loss": round(sum(losses) / len(losses), 4) if losses else None,
+        "validation_loss": _mean_loss(run),
         "validation": run["validation"],
     }
     atomic_write_text(out / EXPERT_INFO, json.dumps(info, indent=2) + "\n")
@@ -165,7 +164,12 @@ def train_dense(
                               max_tokens=tokens, out=str(out))  # fmt: skip
     train(cfg, resume=True, progress=progress)
     run = json.loads((Path(out) / TRAIN_INFO).read_text())
-    losses = [v["loss"] for v in run["validation"].values()]
     return {"tokens": run["tokens"], "steps": run["steps"], "seconds": run["seconds"],
-            "seed_hash": seed_hash(seed), "validation_loss": round(sum(losses) / len(losses), 4),
+            "seed_hash": seed_hash(seed), "validation_loss": _mean_loss(run),
             "validation": run["validation"]}  # fmt: skip
+
+
+def _mean_loss(run: dict) -> float | None:
+    """Mean over languages of a finished run's final validation loss."""
+    losses = [v["loss"] for v in run["validation"].values()]
+    return round(sum(losses) / len(losses), 4) if losses else None

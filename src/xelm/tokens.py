@@ -47,6 +47,11 @@ class TokenStream:
     bytes: int  # UTF-8 bytes of the documents' text
     dtype: str
 
+    @classmethod
+    def read(cls, lang: str, path: Path) -> TokenStream:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return cls(lang, path, meta["tokens"], meta["documents"], meta["bytes"], meta["dtype"])
+
     def array(self) -> np.ndarray:
         return np.memmap(self.path, dtype=self.dtype, mode="r")
 
@@ -78,51 +83,49 @@ def token_streams(
         meta_path = path.with_suffix(".json")
         if not meta_path.exists() or json.loads(meta_path.read_text()).get("format") != FORMAT:
             _tokenize(corpus, tokenizer, split, lang, path, dtype, sep)
-        meta = json.loads(meta_path.read_text())
-        streams[lang] = TokenStream(
-            lang, path, meta["tokens"], meta["documents"], meta["bytes"], meta["dtype"]
-        )
+        streams[lang] = TokenStream.read(lang, path)
     return streams
 
 
 def _tokenize(corpus, tokenizer, split, lang, path: Path, dtype, sep: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n_tokens = n_docs = n_bytes = 0
-    offsets, doc_bytes = [0], []
+    offsets, doc_bytes = [0], []  # offsets[-1] is the running token count
     with tmp.open("wb") as f:
         batch: list[str] = []
 
         def flush() -> None:
-            nonlocal n_tokens
             if not batch:
                 return
             for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
                 arr = np.asarray([sep, *ids], dtype=dtype)
                 f.write(arr.tobytes())
-                n_tokens += len(arr)
-                offsets.append(n_tokens)
+                offsets.append(offsets[-1] + len(arr))
             batch.clear()
 
         for doc in corpus.documents(split, [lang]):
             batch.append(doc.text)
-            n_docs += 1
             doc_bytes.append(len(doc.text.encode("utf-8")))
-            n_bytes += doc_bytes[-1]
             if len(batch) >= _BATCH_DOCS:
                 flush()
         flush()
-    if n_docs == 0:
+    if not doc_bytes:
         tmp.unlink()
         raise XelmError(
             f"{corpus.path}: language {lang!r} has no documents in the {split!r} split; "
             "drop it from the languages or rebuild the corpus with a larger split"
         )
-    meta = {"tokens": n_tokens, "documents": n_docs, "bytes": n_bytes,
-            "dtype": np.dtype(dtype).name, "format": FORMAT}  # fmt: skip
-    np.asarray(offsets, dtype=np.int64).tofile(path.with_suffix(".idx"))
-    np.asarray(doc_bytes, dtype=np.int64).tofile(path.with_suffix(".nbytes"))
+    _finish(tmp, path, np.asarray(offsets), np.asarray(doc_bytes), np.dtype(dtype).name)
+
+
+def _finish(tmp: Path, path: Path, offsets: np.ndarray, doc_bytes: np.ndarray, dtype: str) -> None:
+    """Move a written token file into place with its document index; the meta file last, as
+    the marker that the stream is complete."""
+    offsets.astype(np.int64).tofile(path.with_suffix(".idx"))
+    doc_bytes.astype(np.int64).tofile(path.with_suffix(".nbytes"))
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta) + "\n")  # written last: the marker
+    meta = {"tokens": int(offsets[-1]), "documents": len(doc_bytes),
+            "bytes": int(doc_bytes.sum()), "dtype": dtype, "format": FORMAT}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(meta) + "\n")
 
 
 def subset_streams(
@@ -146,29 +149,16 @@ def subset_streams(
         if not mask.any():
             continue
         path = out / stream.path.name
-        meta_path = path.with_suffix(".json")
-        if not meta_path.exists():
+        if not path.with_suffix(".json").exists():
             offsets, data = stream.offsets(), stream.array()
             starts, ends = offsets[:-1][mask], offsets[1:][mask]
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             with tmp.open("wb") as f:
                 for a, b in zip(starts, ends, strict=True):
                     f.write(np.asarray(data[a:b]).tobytes())
-            lengths = ends - starts
-            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64).tofile(
-                path.with_suffix(".idx")
-            )
-            nbytes = stream.document_bytes()[mask]
-            nbytes.tofile(path.with_suffix(".nbytes"))
-            os.replace(tmp, path)
-            meta = {"tokens": int(lengths.sum()), "documents": int(mask.sum()),
-                    "bytes": int(nbytes.sum()), "dtype": stream.dtype,
-                    "format": FORMAT}  # fmt: skip
-            meta_path.write_text(json.dumps(meta) + "\n")
-        meta = json.loads(meta_path.read_text())
-        result[lang] = TokenStream(
-            lang, path, meta["tokens"], meta["documents"], meta["bytes"], meta["dtype"]
-        )
+            new_offsets = np.concatenate([[0], np.cumsum(ends - starts)])
+            _finish(tmp, path, new_offsets, stream.document_bytes()[mask], stream.dtype)
+        result[lang] = TokenStream.read(lang, path)
     return result
 
 

@@ -12,7 +12,6 @@ allocation/
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sklearn.metrics import normalized_mutual_info_score
 
+from xelm.corpus import Document, unit_hash
 from xelm.errors import XelmError
 
 FORMAT = "xelm-allocation/1"
@@ -34,9 +34,8 @@ ROUTER_DIR = "router"
 
 
 def sample_fraction_hash(doc_id: str, salt: str = "sample") -> float:
-    """A uniform number in [0, 1) fixed by the document id: reproducible samples in one pass."""
-    digest = hashlib.blake2b(f"{salt}:{doc_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    """A uniform number in [0, 1) fixed by the document id, independent of its split."""
+    return unit_hash(f"{salt}:{doc_id}")
 
 
 @dataclass
@@ -49,11 +48,11 @@ class Assignments:
     nbytes: list[int] = field(default_factory=list)
     clusters: np.ndarray | None = None
 
-    def add(self, doc_id: str, lang: str, split: str, nbytes: int) -> None:
-        self.ids.append(doc_id)
-        self.langs.append(lang)
+    def add(self, doc: Document, split: str) -> None:
+        self.ids.append(doc.id)
+        self.langs.append(doc.lang)
         self.splits.append(split)
-        self.nbytes.append(nbytes)
+        self.nbytes.append(len(doc.text.encode("utf-8")))
 
     def table(self) -> pa.Table:
         assert self.clusters is not None and len(self.clusters) == len(self.ids)
@@ -177,9 +176,6 @@ class Allocation:
         if cluster is not None:
             table = table.filter(pc.equal(table["cluster"], cluster))
         return table
-
-    def document_ids(self, cluster: int, split: str = "train") -> set[str]:
-        return set(self.assignments(split, cluster)["id"].to_pylist())
 
 
 def groups_summary(info: dict, min_share: float = 0.1) -> list[str]:

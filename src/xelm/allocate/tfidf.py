@@ -240,7 +240,7 @@ def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
 
     def texts():
         for d in corpus.documents(None, langs):
-            a.add(d.id, d.lang, corpus.splits.of(d.id), len(d.text.encode("utf-8")))
+            a.add(d, corpus.splits.of(d.id))
             yield d.text
 
     workers = spec.workers or os.cpu_count() or 1

@@ -245,7 +245,7 @@ def allocate_typology(
     with atomic_dir(out) as tmp:
         a = Assignments()
         for d in corpus.documents(None, langs):
-            a.add(d.id, d.lang, corpus.splits.of(d.id), len(d.text.encode("utf-8")))
+            a.add(d, corpus.splits.of(d.id))
         a.clusters = np.array([lang_to_cluster[lang] for lang in a.langs], dtype=np.int32)
         merges = [
             {key: v for key, v in m.items() if key != "members"}
