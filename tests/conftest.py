@@ -64,3 +64,19 @@ def lm_setup(tmp_path_factory):
         root / "corpus", root / "tok", TokenizerSpec(vocab_size=400, sample_chars=200_000)
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def branch_setup(lm_setup, tmp_path_factory):
+    """A tiny seed trained on the synthetic corpus and a typology allocation with k=2."""
+    from xelm.allocate.typology import allocate_typology
+    from xelm.config import TrainConfig
+    from xelm.train import train
+
+    root = tmp_path_factory.mktemp("branch")
+    cfg = TrainConfig(corpus=str(lm_setup / "corpus"), tokenizer=str(lm_setup / "tok"),
+                      out=str(root / "seed"), preset="tiny", max_tokens=8 * 4 * 32, seq_len=32,
+                      micro_batch_size=4, threads=1)  # fmt: skip
+    seed = train(cfg, progress=False)
+    allocate_typology(lm_setup / "corpus", 2, root / "alloc")
+    return root, seed, root / "alloc"

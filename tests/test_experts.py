@@ -6,30 +6,17 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from xelm.allocate.typology import allocate_typology
 from xelm.config import TrainConfig
 from xelm.errors import XelmError
 from xelm.experts import EXPERT_INFO, BranchSpec, plan_experts, train_dense, train_experts
-from xelm.train import train
-
-
-@pytest.fixture(scope="module")
-def seed_and_alloc(lm_setup, tmp_path_factory):
-    root = tmp_path_factory.mktemp("branch")
-    cfg = TrainConfig(corpus=str(lm_setup / "corpus"), tokenizer=str(lm_setup / "tok"),
-                      out=str(root / "seed"), preset="tiny", max_tokens=8 * 4 * 32, seq_len=32,
-                      micro_batch_size=4, threads=1)  # fmt: skip
-    seed = train(cfg, progress=False)
-    allocate_typology(lm_setup / "corpus", 2, root / "alloc")
-    return root, seed, root / "alloc"
 
 
 def base(**kw):
     return TrainConfig(seq_len=32, micro_batch_size=4, threads=1, **kw)
 
 
-def test_experts_start_as_the_seed_and_see_only_their_cluster(seed_and_alloc):
-    root, seed, alloc = seed_and_alloc
+def test_experts_start_as_the_seed_and_see_only_their_cluster(branch_setup):
+    root, seed, alloc = branch_setup
     # lr = 0: nothing moves, so each expert must still be exactly the seed
     infos = train_experts(seed, alloc, root / "frozen", BranchSpec(16 * 4 * 32), base(lr=0.0),
                           progress=False)  # fmt: skip
@@ -52,8 +39,8 @@ def test_apportion_keeps_the_total():
     assert apportion(2, [0.5, 0.3, 0.2]) == [1, 1, 1]  # more experts than sequences
 
 
-def test_budget_split_and_compute_matching(seed_and_alloc):
-    root, seed, alloc = seed_and_alloc
+def test_budget_split_and_compute_matching(branch_setup):
+    root, seed, alloc = branch_setup
     T = 32 * 4 * 32
     jobs = plan_experts(seed, alloc, root / "plan", BranchSpec(T), base())
     dense_steps = T // (4 * 32)
@@ -68,8 +55,8 @@ def test_budget_split_and_compute_matching(seed_and_alloc):
         plan_experts(seed, alloc, root / "plan", BranchSpec(100, "even", "batch"), base())
 
 
-def test_dense_and_experts_consume_the_same_tokens(seed_and_alloc):
-    root, seed, alloc = seed_and_alloc
+def test_dense_and_experts_consume_the_same_tokens(branch_setup):
+    root, seed, alloc = branch_setup
     T = 8 * 4 * 32
     experts = train_experts(seed, alloc, root / "exp", BranchSpec(T, "even", "batch"), base(),
                             progress=False)  # fmt: skip

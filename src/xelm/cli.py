@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -381,37 +382,101 @@ def train_seed(
     _train(values, config, set_, resume, quiet)
 
 
+class Split(StrEnum):
+    proportional = "proportional"
+    even = "even"
+
+
+class Match(StrEnum):
+    updates = "updates"
+    batch = "batch"
+
+
+class LauncherName(StrEnum):
+    sequential = "sequential"
+    local = "local"
+    ray = "ray"
+
+
 @train_app.command("experts")
 def train_experts_cmd(
     seed: Annotated[Path, typer.Option(help="The seed model every expert branches from.")],
     allocation: Annotated[Path, typer.Option(help="Allocation folder (`xelm allocate`).")],
     tokens: Annotated[int, typer.Option(help="Total budget in tokens, shared by the experts.")],
-    out: Annotated[Path, typer.Option(help="Folder for experts/expert_XX.")],
-    split: Annotated[str, typer.Option(help="Budget split: proportional | even.")] = (
-        "proportional"),
-    match: Annotated[str, typer.Option(
-        help="updates: the dense run's steps with 1/k batch (paper); batch: 1/k of the steps."
-    )] = "updates",
+    out: Annotated[Path, typer.Option(help="Folder for expert_XX/ (and jobs/: one file each).")],
+    split: Annotated[Split, typer.Option(help="Budget split across experts.")] = (
+        Split.proportional),
+    match: Annotated[Match, typer.Option(
+        help="updates: the dense run's steps with a share of its batch (paper); batch: the "
+             "dense batch for a share of the steps.")] = Match.updates,
+    launcher: Annotated[LauncherName, typer.Option(
+        help="sequential: in this process; local: --workers processes; ray: Ray tasks.")] = (
+        LauncherName.sequential),
+    workers: Annotated[int, typer.Option(help="Experts trained at once (local, ray).")] = 2,
+    gpus_per_expert: Annotated[int, typer.Option(
+        help="GPUs per expert; > 1 runs each expert under `accelerate launch`.")] = 0,
+    cpus_per_expert: Annotated[int | None, typer.Option(
+        help="CPU threads per expert (default: cores / workers).")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="ray: a running cluster (host:6379, ray://host:10001 or auto); default: local.")
+    ] = None,
+    retries: Annotated[int, typer.Option(help="ray: retries of a crashed task.")] = 2,
     config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False,
 ) -> None:  # fmt: skip
     """Branch-Train: one expert per cluster, each an exact copy of the seed trained on its
-    cluster only (sequentially; finished experts are skipped, interrupted ones resume)."""
+    cluster only. Finished experts are skipped and interrupted ones resume, so re-running the
+    same command trains only what is missing or failed."""
     from xelm.config import TrainConfig, load_config
-    from xelm.experts import BranchSpec, train_experts
+    from xelm.experts import BranchSpec, plan_experts
+    from xelm.launch import LaunchSpec, launch
 
-    if split not in ("proportional", "even") or match not in ("updates", "batch"):
-        raise XelmError("--split is proportional|even and --match is updates|batch")
     base = load_config(config, set_, cls=TrainConfig)
-    infos = train_experts(seed, allocation, out, BranchSpec(tokens, split, match), base,
-                          progress=not quiet)  # fmt: skip
-    table = Table(title=f"{out}: {len(infos)} experts from {seed}")
-    for col in ("expert", "languages", "share", "tokens", "steps", "seconds", "val loss"):
-        table.add_column(col, justify="left" if col in ("expert", "languages") else "right")
-    for i in infos:
-        table.add_row(f"expert_{i['cluster']:02d}", " ".join(i["languages"]), f"{i['share']:.1%}",
-                      f"{i['tokens']:,}", str(i["steps"]), f"{i['seconds']:.0f}",
-                      f"{i['validation_loss']:.3f}")  # fmt: skip
-    console.print(table)
+    spec = BranchSpec(tokens, split.value, match.value)
+    with console.status("planning the experts (tokenising clusters on first use)"):
+        jobs = plan_experts(seed, allocation, out, spec, base)
+    how = LaunchSpec(launcher.value, workers, gpus_per_expert, cpus_per_expert, address, retries)
+    outcomes = launch(jobs, how, out / "jobs", progress=not quiet)
+    console.print(experts_table(outcomes, f"{out}: {len(jobs)} experts from {seed}"))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        names = ", ".join(f"{o.job.name} ({o.error})" for o in failed)
+        raise XelmError(f"{len(failed)} of {len(outcomes)} experts failed: {names}; the others "
+                        "are intact: re-run the same command to train only these")  # fmt: skip
+
+
+def experts_table(outcomes, title: str) -> Table:
+    from xelm.monitor import short_languages
+
+    table = Table(title=title)
+    cols = ("expert", "languages", "status", "share", "tokens", "steps", "seconds", "val loss")
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:3] else "right")
+    for o in outcomes:
+        i = o.info or {}
+        style = {"failed": "bold red", "trained": "green"}.get(o.status, "dim")
+        table.add_row(
+            o.job.name, short_languages(o.job.languages), f"[{style}]{o.status}",
+            f"{o.job.share:.1%}",
+            f"{i['tokens']:,}" if i else "", str(i.get("steps", "")),
+            f"{i['seconds']:.0f}" if i else "",
+            f"{i['validation_loss']:.3f}" if i.get("validation_loss") is not None else "",
+        )  # fmt: skip
+    return table
+
+
+@train_app.command("job")
+def train_job_cmd(
+    job_file: Annotated[Path, typer.Argument(help="A job file (OUT/jobs/expert_XX.yaml).")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one planned expert from its job file: what the local and Ray launchers run, and
+    what a cluster scheduler (e.g. a SLURM array over OUT/jobs/*.yaml) can run."""
+    from xelm.experts import load_job, train_expert
+
+    info = train_expert(load_job(job_file), progress=not quiet)
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"{job_file}: {info['tokens']:,} tokens, {info['steps']} steps, "
+                      f"validation loss {info['validation_loss']:.3f}")  # fmt: skip
 
 
 @train_app.command("dense")

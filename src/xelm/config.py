@@ -19,11 +19,11 @@ from pydantic.dataclasses import dataclass
 from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
 from xelm.errors import XelmError
 
-_STRICT = ConfigDict(extra="forbid")
+STRICT = ConfigDict(extra="forbid")
 T = TypeVar("T")
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class DataConfig:
     """Stage 0: the demo corpus (LibreOffice help) and its out-of-domain test set (UDHR)."""
 
@@ -38,7 +38,7 @@ class DataConfig:
     udhr: bool = True  # also build the UDHR out-of-domain test set
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class TokenizerConfig:
     """The shared tokenizer of the seed and every expert."""
 
@@ -50,7 +50,7 @@ class TokenizerConfig:
     pretrained: str | None = None  # use this HF tokenizer (folder or hub name) instead
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class TrainConfig:
     """One training run (seed pretraining, continued training, an expert, the dense baseline).
 
@@ -97,7 +97,7 @@ TRAIN_FIELDS_WITHOUT_EFFECT = frozenset(
 )
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class EvalConfig:
     """Per-language evaluation of the run's models."""
 
@@ -106,7 +106,7 @@ class EvalConfig:
     udhr: bool = True  # also on the UDHR out-of-domain test set (when the data stage built it)
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class AllocationConfig:
     """One allocation of the training data into k clusters, one per expert (stage 1)."""
 
@@ -136,7 +136,7 @@ def _demo_seed() -> TrainConfig:
     return TrainConfig(preset="demo", max_tokens=2_300_000, checkpoint_every=50)
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class RunConfig:
     """One X-ELM run: every stage writes one folder under `run_dir`."""
 

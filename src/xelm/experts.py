@@ -13,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import yaml
+from pydantic.dataclasses import dataclass as config_dataclass
+
 from xelm.allocate.allocation import Allocation
-from xelm.config import TrainConfig
+from xelm.config import STRICT, TrainConfig, load_config, to_dict
 from xelm.corpus import Corpus
 from xelm.errors import XelmError
 from xelm.paths import atomic_write_text
@@ -35,12 +39,42 @@ class BranchSpec:
     match: Literal["updates", "batch"] = "updates"
 
 
-@dataclass(frozen=True)
+@config_dataclass(config=STRICT)
 class ExpertJob:
+    """Everything needed to train one expert, self-contained: the launchers pass it to worker
+    processes, Ray tasks or a cluster scheduler as a YAML job file (`xelm train job FILE`)."""
+
     cluster: int
     languages: list[str]
     share: float  # of the budget
-    config: TrainConfig
+    seed: str  # the model it branches from
+    split: Literal["proportional", "even"]
+    match: Literal["updates", "batch"]
+    config: TrainConfig  # the shared training loop's settings (init = seed, data = the cluster)
+
+    @property
+    def name(self) -> str:
+        return f"expert_{self.cluster:02d}"
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def done(self) -> bool:
+        return (self.out / EXPERT_INFO).exists()
+
+
+def write_job(job: ExpertJob, folder: str | Path) -> Path:
+    from xelm.paths import atomic_write_text
+
+    path = Path(folder) / f"{job.name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(to_dict(job), sort_keys=False, allow_unicode=True))
+    return path
+
+
+def load_job(path: str | Path) -> ExpertJob:
+    return load_config(path, cls=ExpertJob)
 
 
 def seed_hash(seed: str | Path) -> str:
@@ -77,6 +111,7 @@ def plan_experts(
     alloc = Allocation(allocation)
     corpus = Corpus(alloc.info["settings"]["corpus"])
     tokenizer = load_tokenizer(base.tokenizer or str(seed))
+    check_seed_vocab(seed, tokenizer, base.tokenizer or str(seed))
     langs = alloc.info["settings"]["languages"]
     sizes = []
     for c in range(alloc.k):
@@ -107,19 +142,32 @@ def plan_experts(
             out=str(Path(out) / f"expert_{c:02d}"),
         )  # fmt: skip
         cluster_langs = list(alloc.clusters[c]["languages"])
-        jobs.append(ExpertJob(c, cluster_langs, share, cfg))
+        jobs.append(ExpertJob(c, cluster_langs, share, str(seed), spec.split, spec.match, cfg))
     return jobs
 
 
-def train_expert(job: ExpertJob, seed: str | Path, spec: BranchSpec, progress: bool = True) -> dict:
+def check_seed_vocab(seed: str | Path, tokenizer, where: str) -> None:
+    """Refuse a tokenizer the seed has no embeddings for before any expert starts (each would
+    fail the same way, k times over)."""
+    from transformers import AutoConfig
+
+    try:
+        vocab = AutoConfig.from_pretrained(str(seed)).vocab_size
+    except (OSError, ValueError) as e:
+        raise XelmError(f"{seed}: not an HF model folder ({str(e).splitlines()[0]})") from None
+    if len(tokenizer) > vocab:
+        raise XelmError(f"{where}: tokenizer has {len(tokenizer)} tokens but the seed {seed} only "
+                        f"{vocab} embeddings; experts use the seed's own tokenizer")  # fmt: skip
+
+
+def train_expert(job: ExpertJob, progress: bool = True) -> dict:
     """Train one expert (resuming its checkpoints if any); skip it if already finished."""
     from xelm.train import TRAIN_INFO, train
 
-    out = Path(job.config.out)
-    if (out / EXPERT_INFO).exists():
-        return json.loads((out / EXPERT_INFO).read_text())
+    if job.done:
+        return json.loads((job.out / EXPERT_INFO).read_text())
     train(job.config, resume=True, progress=progress)
-    run = json.loads((out / TRAIN_INFO).read_text())
+    run = json.loads((job.out / TRAIN_INFO).read_text())
     info = {
         "cluster": job.cluster,
         "languages": job.languages,
@@ -127,15 +175,17 @@ def train_expert(job: ExpertJob, seed: str | Path, spec: BranchSpec, progress: b
         "tokens": run["tokens"],
         "steps": run["steps"],
         "seconds": run["seconds"],
-        "seed": str(seed),
-        "seed_hash": seed_hash(seed),
+        "resumed_at": run.get("resumed_at", []),
+        "seed": job.seed,
+        "seed_hash": seed_hash(job.seed),
         "allocation": job.config.allocation,
-        "split": spec.split,
-        "match": spec.match,
+        "split": job.split,
+        "match": job.match,
         "validation_loss": _mean_loss(run),
         "validation": run["validation"],
     }
-    atomic_write_text(out / EXPERT_INFO, json.dumps(info, indent=2) + "\n")
+    if os.environ.get("RANK", "0") == "0":  # one writer under `accelerate launch`
+        atomic_write_text(job.out / EXPERT_INFO, json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -147,10 +197,9 @@ def train_experts(
     base: TrainConfig,
     progress: bool = True,
 ) -> list[dict]:
-    """The sequential launcher: experts one after another in this process; finished ones are
-    skipped and an interrupted one resumes from its last checkpoint."""
-    jobs = plan_experts(seed, allocation, out, spec, base)
-    return [train_expert(job, seed, spec, progress) for job in jobs]
+    """Plan and train every expert one after another in this process (the sequential
+    launcher without its live view; `xelm.launch` has the others)."""
+    return [train_expert(job, progress) for job in plan_experts(seed, allocation, out, spec, base)]
 
 
 def train_dense(

@@ -235,6 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         state = load_checkpoint(ckpts[-1], accelerator.unwrap_model(model), optimizer, scheduler,
                                 cfg)  # fmt: skip
         sampler.load_state_dict(state["sampler"])
+        state.setdefault("resumed_at", []).append(state["step"])  # recorded in TRAIN_INFO
     metrics = Metrics(work / "metrics.jsonl", after_step=state["step"],
                       enabled=accelerator.is_main_process)  # fmt: skip
     if state["step"] == 0:
@@ -312,7 +313,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         info = {"config": dataclasses.asdict(cfg), "steps": state["step"],
                 "tokens": state["tokens"], "seconds": round(state["elapsed"], 2),
                 "params": count_parameters(model), "precision": "bf16" if use_bf16 else "fp32",
-                "languages": langs, "validation": final_eval}  # fmt: skip
+                "languages": langs, "resumed_at": state.get("resumed_at", []),
+                "validation": final_eval}  # fmt: skip
         unwrapped = accelerator.unwrap_model(model)
         save_model(unwrapped, tokenizer, out, extra_files={
             TRAIN_INFO: json.dumps(info, indent=2) + "\n",

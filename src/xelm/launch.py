@@ -1,0 +1,232 @@
+"""Launchers: where the planned experts train. Experts are independent jobs (embarrassingly
+parallel), so a launcher only decides where each job runs:
+
+- `sequential`: one after another in this process;
+- `local`: N worker processes on this host (a thread pool waiting on one `xelm train job FILE`
+  subprocess per expert), CPU threads split between them, GPUs assigned per worker slot; an
+  expert with several GPUs runs under `accelerate launch` with its slot's rendezvous port;
+- `ray`: one Ray task per expert with declared CPU/GPU resources and retries, on a local
+  `ray.init` or a running cluster (`--address`).
+
+Every launcher writes the jobs to `OUT/jobs/expert_XX.yaml` first (the same files a SLURM array
+could run), skips finished experts (`xelm_expert.json` exists) and resumes interrupted ones from
+their last checkpoint, so re-running after a crash trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from xelm.errors import XelmError
+from xelm.experts import ExpertJob, train_expert, write_job
+from xelm.monitor import ExpertsView
+
+Launcher = Literal["sequential", "local", "ray"]
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    launcher: Launcher = "sequential"
+    workers: int = 2  # local: experts trained at once (ray: sets the default CPUs per expert)
+    gpus_per_expert: int = 0  # > 1: each expert is a multi-GPU `accelerate launch` run
+    cpus_per_expert: int | None = None  # default: this host's cores / workers
+    address: str | None = None  # ray: a running cluster ("host:6379", "ray://host:10001")
+    retries: int = 2  # ray: retries of a task whose worker died (or hit an OS/runtime error)
+    port: int = 29500  # first rendezvous port; worker slot i uses port + i
+
+    def threads(self) -> int:
+        return self.cpus_per_expert or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+@dataclass
+class Outcome:
+    job: ExpertJob
+    status: Literal["trained", "skipped", "failed"]
+    info: dict | None = None
+    error: str | None = None
+
+
+def launch(jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path,
+           progress: bool = True) -> list[Outcome]:  # fmt: skip
+    """Train every job that is not finished yet with the chosen launcher; never raises for a
+    failed expert (the outcomes say which failed and why), so the others' results stand."""
+    if spec.workers < 1:
+        raise XelmError(f"--workers must be at least 1, not {spec.workers}")
+    if spec.launcher not in ("sequential", "local", "ray"):
+        raise XelmError(f"unknown launcher {spec.launcher!r}; use sequential, local or ray")
+    if spec.launcher == "ray" and spec.address:
+        check_reachable(spec.address)  # before anything is written
+    if spec.launcher != "sequential" and not any(j.config.threads for j in jobs):
+        jobs = [_with_threads(j, spec.threads()) for j in jobs]
+    files = {j.cluster: write_job(j, job_dir) for j in jobs}
+    outcomes = {j.cluster: Outcome(j, "skipped", _read_info(j)) for j in jobs if j.done}
+    todo = [j for j in jobs if not j.done]
+    view = ExpertsView(jobs, enabled=progress)
+    for j in outcomes.values():
+        view.set(j.job, "done")
+    with view:
+        if spec.launcher == "sequential":
+            for job in todo:
+                view.set(job, "running")
+                outcomes[job.cluster] = Outcome(job, "trained", train_expert(job, progress=False))
+                view.set(job, "done")
+        elif spec.launcher == "local":
+            outcomes |= _run_local(todo, files, spec, Path(job_dir), view)
+        else:
+            outcomes |= _run_ray(todo, files, spec)
+    return [outcomes[j.cluster] for j in jobs]
+
+
+def _with_threads(job: ExpertJob, threads: int) -> ExpertJob:
+    return dataclasses.replace(job, config=dataclasses.replace(job.config, threads=threads))
+
+
+def _read_info(job: ExpertJob) -> dict:
+    import json
+
+    from xelm.experts import EXPERT_INFO
+
+    return json.loads((job.out / EXPERT_INFO).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# local: worker processes on this host
+# ---------------------------------------------------------------------------------------------
+
+
+def worker_command(job_file: Path, gpus: int, port: int) -> list[str]:
+    """The command one worker runs: `xelm train job FILE`, under `accelerate launch` when the
+    expert spans several GPUs (each concurrent expert with its own rendezvous port)."""
+    xelm = ["-m", "xelm", "train", "job", str(job_file), "--quiet"]
+    if gpus <= 1:
+        return [sys.executable, *xelm]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
+            "--main_process_port", str(port), *xelm]  # fmt: skip
+
+
+def _run_local(todo, files, spec: LaunchSpec, job_dir: Path, view) -> dict[int, Outcome]:
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(spec.workers):
+        slots.put(slot)
+
+    def run(job: ExpertJob) -> Outcome:
+        slot = slots.get()
+        try:
+            env = {**os.environ, "OMP_NUM_THREADS": str(job.config.threads or spec.threads())}
+            if spec.gpus_per_expert:
+                first = slot * spec.gpus_per_expert
+                gpus = range(first, first + spec.gpus_per_expert)
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+            cmd = worker_command(files[job.cluster], spec.gpus_per_expert, spec.port + slot)
+            log = job_dir / f"{job.name}.log"
+            view.set(job, "running")
+            with log.open("w") as fh:
+                code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+            if code == 0 and job.done:
+                view.set(job, "done")
+                return Outcome(job, "trained", _read_info(job))
+            view.set(job, "failed")
+            return Outcome(job, "failed", error=_failure(code, log))
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(spec.workers, thread_name_prefix="expert") as pool:
+        return {o.job.cluster: o for o in pool.map(run, todo)}
+
+
+def _failure(code: int, log: Path) -> str:
+    """Why a worker failed, in one line: the signal that killed it, or its last error line."""
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    last = (errors or lines or [f"exit code {code}"])[-1]
+    return f"{last.strip()} (log: {log})"
+
+
+# ---------------------------------------------------------------------------------------------
+# ray: one task per expert
+# ---------------------------------------------------------------------------------------------
+
+
+def _ray_task(job_dict: dict, threads: int, gpus: int, port: int, job_file: str) -> dict:
+    """Runs on a Ray worker: train one expert (resuming its checkpoints after a retry)."""
+    from pydantic import TypeAdapter
+
+    job = TypeAdapter(ExpertJob).validate_python(job_dict)
+    if gpus > 1:  # several GPUs for one expert: its own accelerate launch inside the task
+        subprocess.run(worker_command(Path(job_file), gpus, port), check=True)
+        return _read_info(job)
+    import torch
+
+    torch.set_num_threads(threads)
+    return train_expert(job, progress=False)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a wrong cluster address (ray.init would keep retrying for minutes)."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise XelmError(f"--address {address!r}: expected host:port (e.g. 10.0.0.1:6379 or "
+                        "ray://10.0.0.1:10001) or auto")  # fmt: skip
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise XelmError(f"--address {address}: Ray cluster unreachable ({e.strerror or e}); "
+                        "start one with `ray start --head`, or drop --address to run Ray "
+                        "on this machine") from None  # fmt: skip
+
+
+def _run_ray(todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec) -> dict[int, Outcome]:
+    try:
+        import ray
+    except ImportError:
+        raise XelmError("--launcher ray needs Ray: pip install 'xelm[ray]'") from None
+    import logging
+
+    if spec.address:
+        ray.init(address=spec.address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
+    try:
+        threads = spec.threads()
+        task = ray.remote(_ray_task).options(
+            num_cpus=threads, num_gpus=spec.gpus_per_expert, max_retries=spec.retries,
+            retry_exceptions=[OSError, RuntimeError],  # not xelm's own errors: bad input
+        )  # fmt: skip
+        refs = {}
+        for i, job in enumerate(todo):
+            ref = task.remote(
+                dataclasses.asdict(job),
+                job.config.threads or threads,
+                spec.gpus_per_expert,
+                spec.port + i,
+                str(files[job.cluster]),
+            )
+            refs[ref] = job
+        outcomes, pending = {}, list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            job = refs[ready[0]]
+            try:
+                outcomes[job.cluster] = Outcome(job, "trained", ray.get(ready[0]))
+            except ray.exceptions.RayError as e:
+                lines = [line for line in str(e).splitlines() if line.strip()]
+                outcomes[job.cluster] = Outcome(job, "failed", error=lines[-1] if lines else "?")
+        return outcomes
+    finally:
+        ray.shutdown()
