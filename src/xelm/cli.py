@@ -249,6 +249,24 @@ def run_cmd(
     for alloc in cfg.allocations:
         folder = run_dir / "allocation" / alloc.name
         print_allocation(Allocation(folder).info, folder)
+    for alloc in cfg.allocations if cfg.experts else []:
+        folder = run_dir / "experts" / alloc.name
+        console.print(experts_table(finished_experts(folder), f"{folder}"))
+    if cfg.experts and cfg.experts.dense:
+        info = json.loads((run_dir / "dense" / "xelm_train.json").read_text())
+        losses = [v["loss"] for v in info["validation"].values()]
+        console.print(f"{run_dir / 'dense'}: {info['tokens']:,} tokens, {info['steps']} steps, "
+                      f"{info['seconds']:.0f} s, mean validation loss "
+                      f"{sum(losses) / len(losses):.3f}")  # fmt: skip
+
+
+def finished_experts(folder: Path) -> list:
+    """The experts of a finished `train experts` folder, as launcher outcomes."""
+    from xelm.experts import EXPERT_INFO, load_job
+    from xelm.launch import Outcome
+
+    jobs = [load_job(f) for f in sorted((folder / "jobs").glob("expert_*.yaml"))]
+    return [Outcome(j, "done", json.loads((j.out / EXPERT_INFO).read_text())) for j in jobs]
 
 
 def allocation_table(info: dict, title: str) -> Table:
@@ -453,7 +471,7 @@ def experts_table(outcomes, title: str) -> Table:
         table.add_column(col, justify="left" if col in cols[:3] else "right")
     for o in outcomes:
         i = o.info or {}
-        style = {"failed": "bold red", "trained": "green"}.get(o.status, "dim")
+        style = {"failed": "bold red", "trained": "green", "done": "green"}.get(o.status, "dim")
         table.add_row(
             o.job.name, short_languages(o.job.languages), f"[{style}]{o.status}",
             f"{o.job.share:.1%}",

@@ -128,6 +128,30 @@ class AllocationConfig:
         return f"{self.method}-k{self.k}"
 
 
+def _branch_train() -> TrainConfig:
+    return TrainConfig(lr=1e-3, checkpoint_every=50)
+
+
+@dataclass(config=STRICT)
+class ExpertsConfig:
+    """Stage 2 (Branch-Train): k experts per allocation, and the compute-matched dense run.
+
+    Both get `tokens` in all, with the same training settings (`train`; corpus, init and out
+    are filled in by the pipeline). See `xelm.experts` for the budget split and matching.
+    """
+
+    tokens: int = 800_000  # T: the experts' total budget, and the dense baseline's
+    split: Literal["proportional", "even"] = "proportional"
+    match: Literal["updates", "batch"] = "updates"
+    dense: bool = True  # also train the dense (k=1) baseline
+    train: TrainConfig = dataclasses.field(default_factory=_branch_train)
+    # where the experts train (no effect on the result): xelm.launch
+    launcher: Literal["sequential", "local", "ray"] = "sequential"
+    workers: int = 2
+    gpus_per_expert: int = 0
+    address: str | None = None  # ray: a running cluster
+
+
 def _demo_allocations() -> list[AllocationConfig]:
     return [AllocationConfig("typology", 4), AllocationConfig("tfidf", 4)]
 
@@ -147,6 +171,8 @@ class RunConfig:
     seed: TrainConfig = dataclasses.field(default_factory=_demo_seed)
     # each is written to allocation/<method>-k<k>
     allocations: list[AllocationConfig] = dataclasses.field(default_factory=_demo_allocations)
+    # experts/<allocation name>/expert_XX and dense/ (null: stop after the allocations)
+    experts: ExpertsConfig | None = dataclasses.field(default_factory=ExpertsConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 

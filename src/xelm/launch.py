@@ -51,7 +51,7 @@ class LaunchSpec:
 @dataclass
 class Outcome:
     job: ExpertJob
-    status: Literal["trained", "skipped", "failed"]
+    status: Literal["trained", "skipped", "failed", "done"]  # done: found finished, not launched
     info: dict | None = None
     error: str | None = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from xelm.data.build import build_demo_corpus, build_udhr_corpus
 from xelm.data.libreoffice import DemoFilter
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
+from xelm.experts import BranchSpec, plan_experts, train_dense
+from xelm.launch import LaunchSpec, launch
 from xelm.paths import atomic_write_text
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
 from xelm.train import train
@@ -51,7 +54,8 @@ def is_done(folder: Path, key: str) -> bool:
     stamp = _stamp_path(folder)
     if not folder.exists() or not stamp.exists():
         return False
-    return json.loads(stamp.read_text()).get("key") == key
+    info = json.loads(stamp.read_text())
+    return info.get("key") == key and info.get("done", True)
 
 
 def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
@@ -104,10 +108,27 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
     names = [a.name for a in cfg.allocations]
     if len(set(names)) < len(names):
         raise XelmError(f"allocations: two entries named the same ({', '.join(names)})")
+    alloc_keys = {}
     for alloc in cfg.allocations:
         build = functools.partial(_allocate, run / "corpus", alloc)
-        key = fingerprint("allocation", corpus_key, alloc)
-        out.append(Stage(f"allocation {alloc.name}", f"allocation/{alloc.name}", build, key))
+        alloc_keys[alloc.name] = fingerprint("allocation", corpus_key, alloc)
+        out.append(Stage(f"allocation {alloc.name}", f"allocation/{alloc.name}", build,
+                         alloc_keys[alloc.name]))  # fmt: skip
+
+    if cfg.experts is not None:
+        x = cfg.experts
+        base = dataclasses.replace(x.train, corpus=str(run / "corpus"), init=str(run / "seed"))
+        branch = {k: v for k, v in to_dict(base).items() if k not in TRAIN_FIELDS_WITHOUT_EFFECT}
+        branch_spec = BranchSpec(x.tokens, x.split, x.match)
+        how = LaunchSpec(x.launcher, x.workers, x.gpus_per_expert, address=x.address)
+        for alloc in cfg.allocations:
+            key = fingerprint("experts", seed_key, alloc_keys[alloc.name], branch_spec, branch)
+            build = functools.partial(_experts, run, alloc.name, branch_spec, base, how, log)
+            out.append(Stage(f"experts {alloc.name}", f"experts/{alloc.name}", build, key))
+        if x.dense:
+            key = fingerprint("dense", seed_key, x.tokens, branch)
+            build = functools.partial(_dense, run, x.tokens, base)
+            out.append(Stage("dense", "dense", build, key))
 
     def evaluate(path: Path) -> None:
         sets = {"in_domain": (run / "corpus", e.split)}
@@ -139,8 +160,35 @@ def _allocate(corpus: Path, a: AllocationConfig, folder: Path) -> None:
         allocate_tfidf(corpus, a.k, folder, spec, progress=False)
 
 
+def _experts(run: Path, name: str, spec: BranchSpec, base, how: LaunchSpec, log, folder: Path):
+    jobs = plan_experts(run / "seed", run / "allocation" / name, folder, spec, base)
+    outcomes = launch(jobs, how, folder / "jobs")
+    for o in outcomes:
+        if o.status == "failed":
+            raise XelmError(f"{folder}: {o.job.name} failed ({o.error}); re-run to train it")
+        log(f"  {o.job.name} ({' '.join(o.job.languages[:6])}): {o.info['tokens']:,} tokens, "
+            f"validation loss {o.info['validation_loss']:.3f}")  # fmt: skip
+
+
+def _dense(run: Path, tokens: int, base, folder: Path) -> None:
+    train_dense(run / "seed", run / "corpus", folder, tokens, base)
+
+
+def _clear(folder: Path) -> None:
+    """Remove what a stage built from other settings (its folder and work-in-progress)."""
+    for path in (folder, folder.with_name(folder.name + ".work")):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, str]:
-    """Run every stage that is not done yet; returns {stage: 'built' | 'skipped'}."""
+    """Run every stage that is not done yet; returns {stage: 'built' | 'skipped'}.
+
+    A stage is stamped as started (with its key) before it builds and as done after: an
+    interrupted stage with the same key resumes from what it left (seed and expert checkpoints,
+    finished experts), while one started with other settings is cleared first."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
@@ -151,8 +199,14 @@ def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, str]:
             log(f"[{stage.name}] up to date: {folder}")
             status[stage.name] = "skipped"
             continue
+        stamp = _stamp_path(folder)
+        started = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+        if started != stage.key:
+            _clear(folder)
         log(f"[{stage.name}] building {folder}")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stamp, json.dumps({"key": stage.key, "done": False}) + "\n")
         stage.build(folder)
-        atomic_write_text(_stamp_path(folder), json.dumps({"key": stage.key}) + "\n")
+        atomic_write_text(stamp, json.dumps({"key": stage.key, "done": True}) + "\n")
         status[stage.name] = "built"
     return status
