@@ -133,3 +133,46 @@ def test_cli_reports_an_unreachable_ray_cluster_in_one_line(branch_setup):
     assert res.returncode == 2
     assert res.stderr.startswith("error: --address 127.0.0.1:1: Ray cluster unreachable")
     assert "Traceback" not in res.stderr and not (root / "cli").exists()
+
+
+def test_ray_retries_an_expert_whose_worker_died(branch_setup):
+    pytest.importorskip("ray")
+    root, seed, alloc = branch_setup
+    out = root / "ray-retry"
+    jobs = plan_experts(seed, alloc, out, BranchSpec(600 * 4 * 32, "even", "batch"), base())
+    # one expert at a time (2 CPUs each), so the one task running when a checkpoint appears
+    # is the expert that wrote it
+    spec = LaunchSpec("ray", workers=1, retries=1)
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(
+        outcomes=launch(jobs, spec, out / "jobs", progress=False)))  # fmt: skip
+    runner.start()
+    work = jobs[0].out.with_name("expert_00.work")
+    deadline = time.time() + 120
+    while not _checkpoints(work):
+        assert time.time() < deadline, "expert_00 never wrote a checkpoint"
+        time.sleep(0.05)
+    tasks = [p for p in psutil.process_iter(["cmdline"])
+             if "ray::_ray_task" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert len(tasks) == 1
+    tasks[0].kill()
+    runner.join()
+    assert [o.status for o in result["outcomes"]] == ["trained", "trained"]
+    assert result["outcomes"][0].info["resumed_at"]  # the retry resumed from the checkpoint
+
+
+def test_an_allocation_with_an_empty_cluster_is_refused_before_training(branch_setup, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, seed, alloc = branch_setup
+    broken = tmp_path / "alloc"
+    shutil.copytree(alloc, broken)
+    table = pq.read_table(broken / "assignments.parquet")
+    zeros = pa.array([0] * table.num_rows, type=table.schema.field("cluster").type)
+    table = table.set_column(table.schema.get_field_index("cluster"), "cluster", zeros)
+    pq.write_table(table, broken / "assignments.parquet")  # every document in cluster 0
+    with pytest.raises(XelmError, match="cluster 1 has no training documents"):
+        plan_experts(seed, broken, tmp_path / "x", BranchSpec(8 * 4 * 32), base())

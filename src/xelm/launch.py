@@ -198,7 +198,14 @@ def _run_ray(todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec) ->
     import logging
 
     if spec.address:
-        ray.init(address=spec.address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=spec.address, logging_level=logging.WARNING, log_to_driver=False)
+        except ConnectionError as e:
+            raise XelmError(
+                f"--address {spec.address}: {e}. Clusters started by `ray start` (Ray ≥ 2.59) "
+                "want a token: export RAY_AUTH_MODE=token, with the cluster's token in "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN (`ray get-auth-token` on the head node)"
+            ) from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
