@@ -50,6 +50,10 @@ app.add_typer(tok_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(alloc_app, name="allocate")
 app.add_typer(eval_app, name="eval")
+ens_app = typer.Typer(help="Build X-ELM ensembles of experts.", no_args_is_help=True)
+merge_app = typer.Typer(help="Merge experts into one dense model.", no_args_is_help=True)
+app.add_typer(ens_app, name="ensemble")
+app.add_typer(merge_app, name="merge")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -585,6 +589,73 @@ def eval_ppl(
     if out:
         atomic_write_text(out, json.dumps({"corpus": str(corpus), "split": split,
                                            "models": results}, indent=2) + "\n")  # fmt: skip
+
+
+def expert_folders(paths: list[Path]) -> list[Path]:
+    """Expert folders, each given or found as expert_* inside a `train experts` output."""
+    folders: list[Path] = []
+    for p in paths:
+        inner = sorted(d for d in p.glob("expert_*") if d.is_dir() and not d.name.endswith(".work"))
+        if not p.exists():
+            raise XelmError(f"{p}: no such expert folder")
+        folders += inner if not (p / "config.json").exists() and inner else [p]
+    return folders
+
+
+ExpertsOpt = Annotated[
+    list[Path],
+    typer.Option(
+        "--experts", help="Expert folders, or a `train experts` output holding expert_XX/."
+    ),
+]
+
+
+class RouterName(StrEnum):
+    uniform = "uniform"
+    prior = "prior"
+    posterior = "posterior"
+    tfidf = "tfidf"
+    lid = "lid"
+
+
+@ens_app.command("build")
+def ensemble_build(
+    experts: ExpertsOpt,
+    out: Annotated[Path, typer.Option(help="Ensemble folder to write.")],
+    router: Annotated[RouterName, typer.Option(help="How α is set.")] = RouterName.posterior,
+    top_k: Annotated[int | None, typer.Option(help="Keep the k largest α (others not run).")
+                     ] = None,
+    allocation: Annotated[Path | None, typer.Option(
+        help="The experts' allocation (default: from their xelm_expert.json).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="posterior: 1 (default); tfidf: 0.1 (default).")] = None,
+) -> None:  # fmt: skip
+    """An X-ELM ensemble folder (loads with from_pretrained) referencing the experts."""
+    from xelm.ensemble.build import build_ensemble
+
+    folders = expert_folders(experts)
+    build_ensemble(folders, out, router.value, top_k, allocation, temperature=temperature)
+    console.print(f"{out}: {len(folders)} experts, router {router.value}"
+                  + (f", top-{top_k}" if top_k else ""))  # fmt: skip
+
+
+@merge_app.command("average")
+def merge_average_cmd(
+    experts: ExpertsOpt,
+    out: Annotated[Path, typer.Option(help="Model folder to write.")],
+    weights: Annotated[str | None, typer.Option(
+        help="Comma-separated weights (default: equal).")] = None,
+) -> None:  # fmt: skip
+    """BTM's parameter average of experts branched from one seed: a plain dense HF model."""
+    from xelm.ensemble.build import merge_average
+
+    folders = expert_folders(experts)
+    try:
+        w = [float(x) for x in weights.split(",")] if weights else None
+    except ValueError:
+        raise XelmError(f"--weights {weights!r}: expected numbers separated by commas") from None
+    merge_average(folders, out, w)
+    console.print(f"{out}: the average of {len(folders)} experts")
 
 
 def main() -> None:

@@ -1,0 +1,334 @@
+"""`XELMForCausalLM`: k experts sharing one tokenizer, mixed in probability space.
+
+`logits` are the mixture's log-probabilities, `logsumexp_e(log α_e + log_softmax(z_e))`, so
+`softmax(logits)` is the mixture and the loss, perplexity and `generate()` (greedy, sampling,
+beam search) of transformers work unchanged. Each expert keeps its own KV cache.
+
+An ensemble folder holds `config.json` (experts by path relative to the folder, the router and
+its settings), the tokenizer and the router's state; the experts stay plain HF folders.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from xelm.ensemble.routers import (
+    LanguageRouter,
+    PosteriorRouter,
+    Router,
+    TfidfRouter,
+    UniformRouter,
+    check_log_weights,
+    top_k,
+)
+from xelm.errors import XelmError
+
+ROUTER_DIR = "router"
+
+
+class XELMConfig(PretrainedConfig):
+    model_type = "xelm"
+
+    def __init__(
+        self,
+        experts: list[str] | None = None,  # expert folders, relative to the ensemble folder
+        expert_clusters: list[int] | None = None,  # the allocation's cluster of each expert
+        router: str = "posterior",
+        top_experts: int | None = None,
+        prior: list[float] | None = None,
+        temperature: float | None = None,  # posterior: 1; tfidf: 0.1
+        language_to_expert: dict[str, int] | None = None,  # lid router
+        vocab_size: int = 0,
+        **kwargs,
+    ):
+        self.experts = list(experts or [])
+        self.expert_clusters = list(expert_clusters or range(len(self.experts)))
+        self.router = router
+        self.top_experts = top_experts
+        self.prior = prior
+        self.temperature = temperature
+        self.language_to_expert = dict(language_to_expert or {})
+        self.vocab_size = vocab_size
+        super().__init__(**kwargs)
+
+
+@dataclass
+class XELMCache:
+    """Generation state: one KV cache per expert (None: the expert is not run), the routing
+    fixed for the sequence (or None: per-token posterior), the posterior's running
+    log-likelihoods and the last log-probabilities, which score the next token fed in."""
+
+    experts: list
+    log_alpha: torch.Tensor | None = None  # (batch, experts), fixed
+    rows: list[torch.Tensor | None] = field(default_factory=list)  # rows each expert runs on
+    loglik: torch.Tensor | None = None  # (batch, experts)
+    last_logp: torch.Tensor | None = None  # (batch, experts, vocab)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return next(c.get_seq_length() for c in self.experts if c is not None)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Beam search: rows move among the beams of one input, which share their routing."""
+        for e, c in enumerate(self.experts):
+            if c is None:
+                continue
+            rows = self.rows[e]
+            if rows is None:
+                c.reorder_cache(beam_idx)
+            else:
+                c.reorder_cache(torch.searchsorted(rows, beam_idx[rows]))
+        for name in ("log_alpha", "loglik", "last_logp"):
+            if (t := getattr(self, name)) is not None:
+                setattr(self, name, t[beam_idx])
+
+
+class XELMForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = XELMConfig
+    base_model_prefix = "xelm"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: XELMConfig, experts: list[PreTrainedModel] | None = None,
+                 router: Router | None = None, tokenizer=None):  # fmt: skip
+        super().__init__(config)
+        if not experts:
+            raise XelmError("an ensemble needs at least one expert model")
+        self.experts = nn.ModuleList(experts)
+        self.router = router or make_router(config, None)
+        self.tokenizer = tokenizer
+        self.forward_calls = [0] * len(experts)  # per expert: how often it ran (tests, stats)
+        self.post_init()
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # our own per-expert caches (XELMCache), built in forward
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def route(self, prefix_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Fixed log α per sequence from its prefix, or None (per-token posterior)."""
+        r = self.router
+        if r.per_token:
+            return None
+        if not r.reads_prefix:
+            return r.fixed(prefix_ids.shape[0]).to(prefix_ids.device)
+        if self.tokenizer is None:
+            raise XelmError(f"the {r.name} router reads text: the ensemble needs its tokenizer")
+        rows = prefix_ids if attention_mask is None else [
+            ids[m.bool()] for ids, m in zip(prefix_ids, attention_mask, strict=True)]  # fmt: skip
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        log_alpha = r.route(texts)
+        return None if log_alpha is None else log_alpha.to(prefix_ids.device)
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: XELMCache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+        expert_log_weights: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """`expert_log_weights` (batch, experts) fixes α for the call (e.g. routed on a context
+        the caller holds); otherwise the router decides: on the first call of a sequence from
+        its tokens (the prompt), then kept in the cache."""
+        k = len(self.experts)
+        first = not isinstance(cache, XELMCache)
+        if first:
+            log_alpha = expert_log_weights
+            if log_alpha is None:
+                log_alpha = self.route(input_ids, attention_mask)
+            if log_alpha is not None:
+                check_log_weights(log_alpha, "expert_log_weights")
+                log_alpha = top_k(log_alpha.float(), self.config.top_experts)
+            cache = XELMCache([None] * k, log_alpha, [None] * k)
+            if log_alpha is None:
+                cache.loglik = input_ids.new_zeros((input_ids.shape[0], k), dtype=torch.float)
+        use_cache = bool(use_cache)
+
+        if cache.log_alpha is not None:
+            logp = self._fixed_mixture(input_ids, attention_mask, position_ids, cache, use_cache,
+                                       first)  # fmt: skip
+        else:
+            logp = self._posterior_mixture(input_ids, attention_mask, position_ids, cache,
+                                           use_cache)  # fmt: skip
+        loss = None
+        if labels is not None:
+            loss = nn.functional.nll_loss(logp[:, :-1].flatten(0, 1).float(),
+                                          labels[:, 1:].flatten(), ignore_index=-100)  # fmt: skip
+        if logits_to_keep:
+            logp = logp[:, -logits_to_keep:]
+        return CausalLMOutputWithPast(loss=loss, logits=logp, cache=cache if use_cache else None)
+
+    def _run(self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache):
+        sel = lambda t: t if rows is None or t is None else t[rows]  # noqa: E731
+        if use_cache and cache.experts[e] is None:
+            from transformers import DynamicCache
+
+            cache.experts[e] = DynamicCache(config=self.experts[e].config)
+        self.forward_calls[e] += 1
+        out = self.experts[e](input_ids=sel(input_ids), attention_mask=sel(attention_mask),
+                              position_ids=sel(position_ids), use_cache=use_cache,
+                              cache=cache.experts[e] if use_cache else None)  # fmt: skip
+        return out.logits.float().log_softmax(-1)
+
+    def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first):
+        """α fixed per sequence: experts with zero weight for every row are not run, and the
+        others only on the rows that use them."""
+        log_alpha = cache.log_alpha
+        batch = input_ids.shape[0]
+        out = None
+        for e in range(len(self.experts)):
+            used = torch.isfinite(log_alpha[:, e])
+            if not used.any():
+                continue
+            if first:
+                cache.rows[e] = None if used.all() else used.nonzero().flatten()
+            rows = cache.rows[e]
+            contrib = self._run(e, rows, input_ids, attention_mask, position_ids, cache,
+                                use_cache)  # fmt: skip
+            weight = log_alpha[:, e] if rows is None else log_alpha[rows, e]
+            contrib = contrib + weight[:, None, None]
+            if out is None:
+                out = torch.full((batch, *contrib.shape[1:]), -math.inf, dtype=contrib.dtype,
+                                 device=contrib.device)  # fmt: skip
+            if rows is None:
+                out = torch.logaddexp(out, contrib)
+            else:
+                out[rows] = torch.logaddexp(out[rows], contrib)
+        return out
+
+    def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
+        """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
+        args = (input_ids, attention_mask, position_ids, cache, use_cache)
+        logps = torch.stack([self._run(e, None, *args) for e in range(len(self.experts))], dim=2)
+        k = logps.shape[2]
+        # (batch, time, experts, vocab). Log-likelihood of each input token under each expert:
+        # token t is scored by position t-1 (or by the last step's prediction, kept in the cache)
+        prev = logps[:, :-1].gather(-1, input_ids[:, 1:, None, None].expand(-1, -1, k, 1))
+        token_ll = prev.squeeze(-1)  # (batch, time-1, experts)
+        if cache.last_logp is not None:
+            first_ll = cache.last_logp.gather(-1, input_ids[:, :1, None].expand(-1, k, 1))
+            token_ll = torch.cat([first_ll.transpose(1, 2), token_ll], dim=1)
+        else:  # the sequence's first token: nothing predicted it
+            token_ll = torch.cat([token_ll.new_zeros(token_ll.shape[0], 1, k), token_ll], dim=1)
+        if attention_mask is not None:  # padding tells nothing about the experts
+            mask = attention_mask[:, -input_ids.shape[1] :].to(token_ll.dtype)
+            token_ll = token_ll * mask[:, :, None]
+        loglik = cache.loglik[:, None, :] + token_ll.cumsum(1)  # through token t
+        router = self.router
+        temperature = getattr(router, "temperature", 1.0) or 1.0
+        log_alpha = top_k(router.posterior(loglik, temperature), self.config.top_experts)
+        cache.loglik = loglik[:, -1]
+        cache.last_logp = logps[:, -1]
+        return (log_alpha[..., None] + logps).logsumexp(2)
+
+    # --- generation plumbing -----------------------------------------------------------------
+
+    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None,
+                                      next_sequence_length=None, **kwargs):  # fmt: skip
+        if isinstance(cache, XELMCache):
+            input_ids = input_ids[:, -1:]
+        position_ids = None
+        if attention_mask is not None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = position_ids[:, -input_ids.shape[1] :]
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "position_ids": position_ids, "cache": cache,
+                "use_cache": kwargs.get("use_cache", True)}  # fmt: skip
+
+    def get_input_embeddings(self):
+        return self.experts[0].get_input_embeddings()
+
+    # --- folders -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path, *args, router: str | None = None, top_experts: int | None = None,
+                        **kwargs):  # fmt: skip
+        """Load an ensemble folder; `router`/`top_experts` override the saved choice."""
+        from xelm.models import load_model
+        from xelm.tokenizer import load_tokenizer
+
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise XelmError(f"{path}: not an ensemble folder (no config.json); build one with "
+                            "`xelm ensemble build`")  # fmt: skip
+        config = XELMConfig.from_pretrained(path)
+        if config.model_type != "xelm" or not config.experts:
+            raise XelmError(f"{path}: config.json is not an X-ELM ensemble")
+        if router is not None:
+            config.router = router
+        if top_experts is not None:
+            config.top_experts = top_experts
+        experts = []
+        for rel in config.experts:
+            folder = (path / rel).resolve()
+            if not folder.exists():
+                raise XelmError(f"{path}: expert folder {rel} is missing ({folder})")
+            experts.append(load_model(folder))
+        check_experts(experts, config.experts)
+        tokenizer = load_tokenizer(path)
+        model = cls(config, experts, make_router(config, path), tokenizer)
+        return model.eval()
+
+    def save_pretrained(self, out, expert_paths: list[str | Path] | None = None, **kwargs):
+        """Write the ensemble folder: config (experts relative to `out`), tokenizer, router
+        state. `expert_paths`: where the experts live (default: as loaded)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        if expert_paths is not None:
+            config.experts = [os.path.relpath(Path(p).resolve(), out.resolve())
+                              for p in expert_paths]  # fmt: skip
+        config.save_pretrained(out)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(out)
+
+
+def check_experts(experts: list, names: list[str]) -> None:
+    """Experts must share one vocabulary and one architecture family to be mixed."""
+    first = experts[0].config
+    for model, name in zip(experts[1:], names[1:], strict=True):
+        c = model.config
+        if c.vocab_size != first.vocab_size:
+            raise XelmError(f"expert {name}: vocabulary of {c.vocab_size} tokens, but "
+                            f"{names[0]} has {first.vocab_size}: experts must share one "
+                            "tokenizer")  # fmt: skip
+        if c.model_type != first.model_type:
+            raise XelmError(f"expert {name}: a {c.model_type} model, but {names[0]} is a "
+                            f"{first.model_type}: experts must share one architecture")  # fmt: skip
+
+
+def make_router(config: XELMConfig, folder: Path | None) -> Router:
+    k = len(config.experts) or 1
+    name = config.router
+    if name == "uniform":
+        return UniformRouter(k)
+    if name == "prior":
+        return Router(k, config.prior)
+    if name == "posterior":
+        return PosteriorRouter(k, config.prior, config.temperature or 1.0)
+    if name == "tfidf":
+        if folder is None or not (folder / ROUTER_DIR / "tfidf").exists():
+            raise XelmError(f"{folder}: the tfidf router needs the allocation's TF-IDF state "
+                            f"({ROUTER_DIR}/tfidf); build the ensemble with a TF-IDF "
+                            "allocation")  # fmt: skip
+        return TfidfRouter(k, folder / ROUTER_DIR / "tfidf", config.expert_clusters,
+                           config.temperature or 0.1)  # fmt: skip
+    if name == "lid":
+        if not config.language_to_expert:
+            raise XelmError("the lid router needs language_to_expert (from the allocation)")
+        return LanguageRouter(k, config.language_to_expert)
+    raise XelmError(f"unknown router {name!r}; use uniform, prior, posterior, tfidf or lid")

@@ -1,0 +1,148 @@
+"""Routers: how much each expert counts, α_e, in `p(x_t|x_<t) = Σ_e α_e p_e(x_t|x_<t)`.
+
+Two kinds, and the difference matters for cost:
+- *fixed per sequence*: uniform, a fixed prior, and the prefix routers (TF-IDF, language ID),
+  which read the sequence's prefix (the prompt, or the context before the scored text) once.
+  With top-k, the experts outside the top k are not run at all for that sequence.
+- *updated every token*: the Bayesian posterior over the prefix, `α_e(t) ∝ prior_e ·
+  p_e(x_≤t)^(1/T)`, from the experts' own likelihoods of the tokens so far. It needs every
+  expert's prediction at every token, so top-k only sparsifies α; it saves no compute.
+
+All weights are log-probabilities, `(batch, experts)`, each row summing to one in probability.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from xelm.errors import XelmError
+
+ROUTERS = ("uniform", "prior", "posterior", "tfidf", "lid")
+
+
+def check_log_weights(log_alpha: torch.Tensor, where: str = "α") -> None:
+    total = log_alpha.logsumexp(-1)
+    if not torch.allclose(total, torch.zeros_like(total), atol=1e-4):
+        raise XelmError(f"{where}: expert weights must sum to one (got {total.exp().tolist()})")
+
+
+def top_k(log_alpha: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the k largest weights per row (renormalised); the others become log 0."""
+    if k is None or k >= log_alpha.shape[-1]:
+        return log_alpha
+    keep = log_alpha.topk(k, dim=-1).indices
+    masked = torch.full_like(log_alpha, -math.inf).scatter(-1, keep, log_alpha.gather(-1, keep))
+    return masked - masked.logsumexp(-1, keepdim=True)
+
+
+class Router:
+    """Base: a fixed prior over the experts (uniform unless given)."""
+
+    name = "prior"
+    per_token = False  # True: α depends on the experts' likelihoods of the tokens so far
+    reads_prefix = False  # True: α comes from the text of the sequence's prefix
+
+    def __init__(self, n_experts: int, prior: list[float] | None = None):
+        p = torch.full((n_experts,), 1.0 / n_experts) if prior is None else torch.tensor(prior)
+        if p.shape != (n_experts,) or (p < 0).any() or abs(float(p.sum()) - 1) > 1e-4:
+            raise XelmError(f"router prior {prior}: need {n_experts} non-negative weights "
+                            "summing to one")  # fmt: skip
+        self.log_prior = p.double().log().float()
+
+    def fixed(self, batch: int) -> torch.Tensor:
+        return self.log_prior.expand(batch, -1)
+
+    def route(self, texts: list[str]) -> torch.Tensor | None:
+        """α per sequence from its prefix text; None: no opinion (use the posterior)."""
+        return self.fixed(len(texts))
+
+    def posterior(self, loglik: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """log α ∝ log prior + loglik / T (loglik: (..., experts), the prefix's log p_e)."""
+        scores = self.log_prior.to(loglik) + loglik / temperature
+        return scores - scores.logsumexp(-1, keepdim=True)
+
+
+class UniformRouter(Router):
+    name = "uniform"
+
+    def __init__(self, n_experts: int):
+        super().__init__(n_experts)
+
+
+class PosteriorRouter(Router):
+    """BTM's Bayesian posterior: prior × the experts' likelihoods of the prefix, every token."""
+
+    name = "posterior"
+    per_token = True
+
+    def __init__(self, n_experts: int, prior: list[float] | None = None,
+                 temperature: float = 1.0):  # fmt: skip
+        super().__init__(n_experts, prior)
+        if temperature <= 0:
+            raise XelmError(f"posterior temperature {temperature}: must be > 0")
+        self.temperature = temperature
+
+
+class _PrefixRouter(Router):
+    reads_prefix = True
+
+    def _texts(self, texts: list[str]) -> list[str]:
+        if any(not t.strip() for t in texts):
+            raise XelmError(f"the {self.name} router reads the prefix's text, and a prefix is "
+                            "empty: give each sequence some context (a prompt)")  # fmt: skip
+        return texts
+
+
+class TfidfRouter(_PrefixRouter):
+    """c-BTM: embed the prefix with the allocation's TF-IDF + SVD; α ∝ softmax(−d²/T) over the
+    squared distances to the cluster centroids (T = 0.1 in c-BTM).
+
+    The distances include the balancing prices the allocation assigned documents with
+    (d² + λ_c): routing follows the allocation's own rule, so text goes where documents like it
+    went in training (on the tests' corpus, balancing split the small Japanese set 23/22 over
+    two clusters; raw distances sent all Japanese to one expert at α 0.83, priced ones 50/50).
+    """
+
+    name = "tfidf"
+
+    def __init__(self, n_experts: int, state_dir: str | Path, expert_clusters: list[int],
+                 temperature: float = 0.1):  # fmt: skip
+        from xelm.allocate.tfidf import TfidfClusters
+
+        super().__init__(n_experts)
+        self.clusters = TfidfClusters.load(state_dir)
+        self.expert_clusters = expert_clusters
+        self.temperature = temperature
+
+    def route(self, texts: list[str]) -> torch.Tensor:
+        d2 = self.clusters.squared_distances(self._texts(texts)) + self.clusters.prices[None]
+        scores = -torch.from_numpy(d2).float()[:, self.expert_clusters] / self.temperature
+        return scores - scores.logsumexp(-1, keepdim=True)
+
+
+class LanguageRouter(_PrefixRouter):
+    """Identify the prefix's language (langid.py, offline) and route to the expert whose cluster
+    holds it; a language no expert holds → None, i.e. the posterior decides."""
+
+    name = "lid"
+
+    def __init__(self, n_experts: int, language_to_expert: dict[str, int]):
+        from langid.langid import LanguageIdentifier, model
+
+        super().__init__(n_experts)
+        self.language_to_expert = language_to_expert
+        self.identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+    def identify(self, text: str) -> str:
+        return self.identifier.classify(text)[0]
+
+    def route(self, texts: list[str]) -> torch.Tensor | None:
+        experts = [self.language_to_expert.get(self.identify(t)) for t in self._texts(texts)]
+        if any(e is None for e in experts):
+            return None
+        log_alpha = torch.full((len(texts), len(self.log_prior)), -math.inf)
+        log_alpha[torch.arange(len(texts)), torch.tensor(experts)] = 0.0
+        return log_alpha
