@@ -286,3 +286,58 @@ def test_cli_builds_ensembles_and_merges_and_rejects_bad_input(trained, tmp_path
         res = xelm(*args)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
         assert not (tmp_path / "x").exists()
+
+
+def test_windows_score_every_token_after_the_head_once():
+    from xelm.evaluate import windows
+
+    for n in (1, 5, 31, 32, 33, 100):
+        for skip in (0, 8, 40):
+            ids = list(range(n + 1))
+            scored = [t for w, k in windows(ids, context=16, stride=8, skip=skip) for t in w[-k:]]
+            assert scored == list(range(skip + 1, n + 1)), (n, skip)
+
+
+@torch.no_grad()
+def test_routed_evaluation_scores_the_head_by_posterior_and_the_rest_by_the_routed_expert(
+    trained, tmp_path, lm_setup
+):  # fmt: skip
+    import torch.nn.functional as F
+
+    from xelm.corpus import Corpus
+    from xelm.ensemble.build import build_ensemble
+    from xelm.evaluate import evaluate_model, score_texts_routed
+
+    root, out = trained
+    experts, _ = out["tfidf"]
+    build_ensemble(experts, tmp_path / "ens", router="tfidf", top_experts=1)
+    model = XELMForCausalLM.from_pretrained(tmp_path / "ens")
+    tok = model.tokenizer
+    text = next(iter(Corpus(lm_setup / "corpus").documents("test", ["ru"]))).text[:300]
+    P = 8
+    got = score_texts_routed(model, tok, [text], context=400, route_tokens=P).nll
+    ids = torch.tensor([[tok.eos_token_id, *tok(text, add_special_tokens=False).input_ids]])
+    with model.routing(model.posterior_router(), None):
+        head = model(input_ids=ids[:, : P + 1]).logits[0, :-1]
+    want = F.cross_entropy(head, ids[0, 1 : P + 1], reduction="sum").item()
+    alpha = model.route(ids[:, 1 : P + 1])  # the router reads the head's text
+    expert = model.experts[int(alpha.argmax())]
+    logp = expert(input_ids=ids).logits[0, :-1].log_softmax(-1)
+    want += F.cross_entropy(logp[P:], ids[0, P + 1 :], reduction="sum").item()
+    assert got == pytest.approx(want, rel=1e-5)
+    scores = evaluate_model(tmp_path / "ens", lm_setup / "corpus", "test", max_docs=3,
+                            router="posterior")  # fmt: skip
+    assert set(scores) == {"en", "ru", "ja"}
+    assert all(s["bits_per_byte"] > 0 for s in scores.values())
+
+
+@torch.no_grad()
+def test_mixture_with_top2_mixes_rows_that_share_some_experts(experts):
+    x = ids(batch=3)
+    weights = torch.tensor([[0.5, 0.4, 0.1], [0.5, 0.1, 0.4], [0.6, 0.3, 0.1]])
+    got = ensemble(experts, top_experts=2)(input_ids=x, expert_log_weights=weights.log()).logits
+    kept = torch.tensor([[0.5, 0.4, 0.0], [0.5, 0.0, 0.4], [0.6, 0.3, 0.0]])
+    kept = kept / kept.sum(-1, keepdim=True)
+    probs = torch.stack([expert_logp(m, x).exp() for m in experts], dim=-1)  # (b, t, v, e)
+    want = (probs * kept[:, None, None, :]).sum(-1).log()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

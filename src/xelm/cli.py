@@ -414,6 +414,14 @@ class Match(StrEnum):
     batch = "batch"
 
 
+class RouterName(StrEnum):
+    uniform = "uniform"
+    prior = "prior"
+    posterior = "posterior"
+    tfidf = "tfidf"
+    lid = "lid"
+
+
 class LauncherName(StrEnum):
     sequential = "sequential"
     local = "local"
@@ -571,17 +579,29 @@ def eval_ppl(
     unigram: Annotated[bool, typer.Option(help="Add a unigram baseline (tokenizer of the first "
                                           "model, counts from the train split).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    router: Annotated[list[RouterName] | None, typer.Option(
+        help="Ensembles: score with this router (repeat for several; default: the saved one).")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="Ensembles: keep the k largest α.")] = None,
+    route_tokens: Annotated[int, typer.Option(
+        help="Prefix routers: tokens of each document read to route it (scored by the "
+             "posterior).")] = 32,
 ) -> None:  # fmt: skip
-    """Per-language perplexity and bits per byte of one or more models, side by side."""
-    from xelm.evaluate import evaluate_model, unigram_baseline
+    """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
+    ensemble folders), side by side."""
+    from xelm.evaluate import evaluate_model, is_ensemble, unigram_baseline
     from xelm.paths import atomic_write_text
 
     results: dict[str, dict] = {}
     named = [m.split("=", 1) if "=" in m else (Path(m).name or m, m) for m in model]
     for name, path in named:
-        with console.status(f"evaluating {path}"):
-            results[name] = evaluate_model(path, corpus, split, _split_list(langs), context,
-                                           max_docs)  # fmt: skip
+        routers = [r.value for r in router or []] if is_ensemble(path) else []
+        for r in routers or [None]:
+            label = f"{name}/{r}" if r and len(routers) > 1 else name
+            with console.status(f"evaluating {path}" + (f" with the {r} router" if r else "")):
+                results[label] = evaluate_model(path, corpus, split, _split_list(langs), context,
+                                                max_docs, router=r, top_experts=top_k,
+                                                route_tokens=route_tokens)  # fmt: skip
     if unigram:
         results["unigram"] = unigram_baseline(named[0][1], corpus, split, _split_list(langs),
                                               max_docs)  # fmt: skip
@@ -608,14 +628,6 @@ ExpertsOpt = Annotated[
         "--experts", help="Expert folders, or a `train experts` output holding expert_XX/."
     ),
 ]
-
-
-class RouterName(StrEnum):
-    uniform = "uniform"
-    prior = "prior"
-    posterior = "posterior"
-    tfidf = "tfidf"
-    lid = "lid"
 
 
 @ens_app.command("build")

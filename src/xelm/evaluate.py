@@ -12,6 +12,7 @@ Accounting (so numbers are comparable across tokenizers and scripts):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import asdict, dataclass
@@ -44,15 +45,20 @@ class LangScore:
                 "bits_per_byte": round(self.bits_per_byte, 5)}  # fmt: skip
 
 
-def windows(ids: list[int], context: int, stride: int) -> list[tuple[list[int], int]]:
+def windows(ids: list[int], context: int, stride: int,
+            skip: int = 0) -> list[tuple[list[int], int]]:  # fmt: skip
     """Split `ids` (separator first) into (window, number of trailing tokens to score) pairs so
-    that every token after the separator is scored once, each with as much context as fits."""
+    that every token after the separator is scored once, each with as much context as fits
+    (after the first `skip` tokens, scored elsewhere)."""
     targets = len(ids) - 1
-    if targets <= 0:
+    if targets <= skip:
         return []
     out = []
     end = min(context + 1, len(ids))
-    out.append((ids[:end], end - 1))
+    if end - 1 > skip:
+        out.append((ids[:end], end - 1 - skip))
+    else:  # the skipped head fills the first window: start after it
+        end = skip + 1
     while end < len(ids):
         new_end = min(end + stride, len(ids))
         start = max(0, new_end - context - 1)
@@ -61,41 +67,112 @@ def windows(ids: list[int], context: int, stride: int) -> list[tuple[list[int], 
     return out
 
 
+def _separator(tokenizer) -> int:
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+    if sep is None:
+        raise XelmError("the tokenizer has neither an eos nor a bos token to start documents with")
+    return sep
+
+
+def _documents(tokenizer, texts: list[str], score: LangScore) -> list[list[int]]:
+    """Token ids of each document, separator first; counts documents, tokens and bytes."""
+    sep = _separator(tokenizer)
+    docs = []
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
+                         strict=True):  # fmt: skip
+        score.documents += 1
+        score.tokens += len(ids)
+        score.bytes += len(text.encode("utf-8"))
+        docs.append([sep, *ids])
+    return docs
+
+
+def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
+    """Summed NLL of (window, tokens to score[, expert log-weights]) pieces, batched."""
+    # similar lengths together (little padding); routed pieces grouped by their top expert, so
+    # a batch runs few experts on many rows rather than many on few
+    pieces = sorted(pieces, key=lambda p: (int(p[2].argmax()) if len(p) > 2 else 0, len(p[0])))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _separator(tokenizer)
+    nll = 0.0
+    for i in range(0, len(pieces), batch_size):
+        chunk = pieces[i : i + batch_size]
+        width = max(len(p[0]) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
+        for row, (w, n_score, *_) in enumerate(chunk):
+            ids[row, : len(w)] = torch.tensor(w)
+            mask[row, : len(w)] = 1
+            target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
+        targets = ids[:, 1:][target_mask].to(device)
+        ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
+        if hasattr(model, "route"):  # an X-ELM ensemble: mixes only the scored positions
+            kwargs = {"score_mask": torch.nn.functional.pad(target_mask, (0, 1))}
+            if len(chunk[0]) > 2:  # per-document routing
+                kwargs["expert_log_weights"] = torch.stack([p[2] for p in chunk]).to(device)
+            logp = model(input_ids=ids, attention_mask=mask, **kwargs).logits  # normalised
+            nll += F.nll_loss(logp, targets, reduction="sum").item()
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            # only the scored positions go through the (vocabulary-wide) log-softmax
+            picked = logits[:, :-1][target_mask].float()
+            nll += F.cross_entropy(picked, targets, reduction="sum").item()
+    return nll
+
+
 @torch.no_grad()
 def score_texts(
     model, tokenizer, texts: list[str], context: int, stride: int | None = None,
     batch_size: int = 8, device: str | torch.device = "cpu",
 ) -> LangScore:  # fmt: skip
     """Sum of NLL over all tokens of `texts` (each scored as its own document)."""
-    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
-    if sep is None:
-        raise XelmError("the tokenizer has neither an eos nor a bos token to start documents with")
     stride = stride or max(1, context // 2)
     score = LangScore()
-    pieces = []
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
-                         strict=True):  # fmt: skip
-        score.documents += 1
-        score.tokens += len(ids)
-        score.bytes += len(text.encode("utf-8"))
-        pieces += windows([sep, *ids], context, stride)
-    pieces.sort(key=lambda p: len(p[0]))  # similar lengths together: little padding
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else sep
-    for i in range(0, len(pieces), batch_size):
-        chunk = pieces[i : i + batch_size]
-        width = max(len(w) for w, _ in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-        for row, (w, n_score) in enumerate(chunk):
-            ids[row, : len(w)] = torch.tensor(w)
-            mask[row, : len(w)] = 1
-            target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        # only the scored positions go through the (vocabulary-wide) log-softmax
-        picked = logits[:, :-1][target_mask.to(device)].float()
-        targets = ids[:, 1:][target_mask].to(device)
-        score.nll += F.cross_entropy(picked, targets, reduction="sum").item()
+    pieces = [p for ids in _documents(tokenizer, texts, score)
+              for p in windows(ids, context, stride)]  # fmt: skip
+    score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device)
+    return score
+
+
+@torch.no_grad()
+def score_texts_routed(
+    model, tokenizer, texts: list[str], context: int, route_tokens: int = 32,
+    stride: int | None = None, batch_size: int = 8, device: str | torch.device = "cpu",
+) -> LangScore:  # fmt: skip
+    """An ensemble whose α is fixed per document from its beginning (prefix routers, or top-k
+    of the posterior): each document's first `route_tokens` tokens (its head) are scored by the
+    posterior over all experts, token by token; the router reads the head and the rest is scored
+    with that α (top-k: only those experts run). No token is scored with α that saw it."""
+    router = model.router
+    if not router.reads_prefix and not (router.per_token and model.config.top_experts):
+        return score_texts(model, tokenizer, texts, context, stride, batch_size, device)
+    stride = stride or max(1, context // 2)
+    score = LangScore()
+    docs = _documents(tokenizer, texts, score)
+    heads = [ids[: route_tokens + 1] for ids in docs]
+    log_alpha = []
+    with model.routing(model.posterior_router(), None):
+        for i in range(0, len(heads), batch_size):
+            chunk = heads[i : i + batch_size]
+            width = max(len(h) for h in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
+            for row, h in enumerate(chunk):
+                ids[row, : len(h)], mask[row, : len(h)] = torch.tensor(h), 1
+                target_mask[row, : len(h) - 1] = True
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
+            picked = out.logits[:, :-1][target_mask.to(device)]
+            score.nll += F.cross_entropy(picked, ids[:, 1:][target_mask].to(device),
+                                         reduction="sum").item()  # fmt: skip
+            posterior = model.router.posterior(out.cache.loglik)  # after the whole head
+            routed = None
+            if router.reads_prefix:
+                routed = model.route(ids.to(device), mask.to(device), router=router)
+            log_alpha += list(routed if routed is not None else posterior)
+    pieces = [(w, n, a) for ids, a in zip(docs, log_alpha, strict=True)
+              for w, n in windows(ids, context, stride, skip=route_tokens)]  # fmt: skip
+    score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
     return score
 
 
@@ -106,25 +183,43 @@ def _texts(corpus: Corpus, split: str, lang: str, max_docs: int | None) -> list[
     return texts
 
 
+def is_ensemble(path: str | Path) -> bool:
+    import json
+
+    config = Path(path) / "config.json"
+    return config.exists() and json.loads(config.read_text()).get("model_type") == "xelm"
+
+
 def evaluate_model(
     model_path: str | Path, corpus_dir: str | Path, split: str = "test",
     langs: list[str] | None = None, context: int | None = None, max_docs: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 8, router: str | None = None, top_experts: int | None = None,
+    route_tokens: int = 32,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model."""
+    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
+    causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`)."""
     from xelm.models import check_vocab, load_model
     from xelm.tokenizer import load_tokenizer
 
-    model = load_model(model_path).eval()
-    tokenizer = load_tokenizer(model_path)
-    check_vocab(model, tokenizer, where=str(model_path))
-    context = context or getattr(model.config, "max_position_embeddings", None) or 1024
+    if is_ensemble(model_path):
+        from xelm.ensemble import XELMForCausalLM
+
+        model = XELMForCausalLM.from_pretrained(model_path, router=router,
+                                                top_experts=top_experts)  # fmt: skip
+        tokenizer, inner = model.tokenizer, model.experts[0].config
+        score = functools.partial(score_texts_routed, route_tokens=route_tokens)
+    else:
+        tokenizer = load_tokenizer(model_path)
+        model = load_model(model_path).eval()
+        check_vocab(model, tokenizer, where=str(model_path))
+        inner, score = model.config, score_texts
+    context = context or getattr(inner, "max_position_embeddings", None) or 1024
     corpus = Corpus(corpus_dir)
     results = {}
     for lang in langs or corpus.langs:
         texts = _texts(corpus, split, lang, max_docs)
-        results[lang] = score_texts(model, tokenizer, texts, context - 1,
-                                    batch_size=batch_size).to_dict()  # fmt: skip
+        results[lang] = score(model, tokenizer, texts, context - 1,
+                              batch_size=batch_size).to_dict()  # fmt: skip
     return results
 
 

@@ -10,6 +10,7 @@ its settings), the tokenizer and the router's state; the experts stay plain HF f
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -112,9 +113,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     # --- routing ---------------------------------------------------------------------------
 
-    def route(self, prefix_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    def route(self, prefix_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              router: Router | None = None):  # fmt: skip
         """Fixed log α per sequence from its prefix, or None (per-token posterior)."""
-        r = self.router
+        r = router or self.router
         if r.per_token:
             return None
         if not r.reads_prefix:
@@ -126,6 +128,22 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         log_alpha = r.route(texts)
         return None if log_alpha is None else log_alpha.to(prefix_ids.device)
+
+    @contextlib.contextmanager
+    def routing(self, router: Router, top_experts: int | None):
+        """Temporarily route with another router (e.g. the posterior over a document's head)."""
+        saved = self.router, self.config.top_experts
+        self.router, self.config.top_experts = router, top_experts
+        try:
+            yield self
+        finally:
+            self.router, self.config.top_experts = saved
+
+    def posterior_router(self) -> PosteriorRouter:
+        """The posterior with this ensemble's prior (the fallback of the prefix routers)."""
+        return PosteriorRouter(len(self.experts), self.config.prior,
+                               (self.config.temperature or 1.0) if self.config.router == "posterior"
+                               else 1.0)  # fmt: skip
 
     # --- forward -----------------------------------------------------------------------------
 
@@ -139,11 +157,14 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         expert_log_weights: torch.Tensor | None = None,
+        score_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`expert_log_weights` (batch, experts) fixes α for the call (e.g. routed on a context
         the caller holds); otherwise the router decides: on the first call of a sequence from
-        its tokens (the prompt), then kept in the cache."""
+        its tokens (the prompt), then kept in the cache. `score_mask` (batch, time): return the
+        mixture only at those positions, flattened to (positions, vocab), the way an evaluator
+        that scores some tokens saves the vocabulary-wide work elsewhere."""
         k = len(self.experts)
         first = not isinstance(cache, XELMCache)
         if first:
@@ -160,10 +181,14 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
         if cache.log_alpha is not None:
             logp = self._fixed_mixture(input_ids, attention_mask, position_ids, cache, use_cache,
-                                       first)  # fmt: skip
+                                       first, score_mask)  # fmt: skip
         else:
             logp = self._posterior_mixture(input_ids, attention_mask, position_ids, cache,
                                            use_cache)  # fmt: skip
+            if score_mask is not None:
+                logp = logp[score_mask]
+        if score_mask is not None:
+            return CausalLMOutputWithPast(logits=logp, cache=cache if use_cache else None)
         loss = None
         if labels is not None:
             loss = nn.functional.nll_loss(logp[:, :-1].flatten(0, 1).float(),
@@ -182,38 +207,52 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         out = self.experts[e](input_ids=sel(input_ids), attention_mask=sel(attention_mask),
                               position_ids=sel(position_ids), use_cache=use_cache,
                               cache=cache.experts[e] if use_cache else None)  # fmt: skip
-        return out.logits.float().log_softmax(-1)
+        return out.logits.float()
 
-    def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first):
+    def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first,
+                       keep=None):  # fmt: skip
         """α fixed per sequence: experts with zero weight for every row are not run, and the
-        others only on the rows that use them."""
+        others only on the rows that use them. With `keep` (batch, time) only those positions
+        are normalised and returned, flattened (what an evaluator scores)."""
         log_alpha = cache.log_alpha
-        batch = input_ids.shape[0]
-        out = None
-        for e in range(len(self.experts)):
-            used = torch.isfinite(log_alpha[:, e])
-            if not used.any():
-                continue
-            if first:
+        batch, time = input_ids.shape
+        sel = keep if keep is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        flat = torch.full(sel.shape, -1, dtype=torch.long, device=sel.device)
+        flat[sel] = torch.arange(int(sel.sum()), device=sel.device)
+        active = [e for e in range(len(self.experts)) if torch.isfinite(log_alpha[:, e]).any()]
+        if first:
+            for e in active:
+                used = torch.isfinite(log_alpha[:, e])
                 cache.rows[e] = None if used.all() else used.nonzero().flatten()
+        every_row = all(cache.rows[e] is None for e in active)
+        out, stacked = None, []
+        for e in active:
             rows = cache.rows[e]
-            contrib = self._run(e, rows, input_ids, attention_mask, position_ids, cache,
-                                use_cache)  # fmt: skip
+            z = self._run(e, rows, input_ids, attention_mask, position_ids, cache, use_cache)
+            m = sel if rows is None else sel[rows]
+            lp = z[m].log_softmax(-1)  # (positions, vocab)
             weight = log_alpha[:, e] if rows is None else log_alpha[rows, e]
-            contrib = contrib + weight[:, None, None]
+            if len(active) == 1:  # one expert for every row: α = 1, nothing to mix
+                out = lp
+                continue
+            lp = lp + weight[:, None].expand(-1, time)[m][:, None]
+            if every_row:  # every expert on every row: stack, then one logsumexp
+                stacked.append(lp)
+                continue
             if out is None:
-                out = torch.full((batch, *contrib.shape[1:]), -math.inf, dtype=contrib.dtype,
-                                 device=contrib.device)  # fmt: skip
-            if rows is None:
-                out = torch.logaddexp(out, contrib)
-            else:
-                out[rows] = torch.logaddexp(out[rows], contrib)
-        return out
+                out = torch.full((int(sel.sum()), lp.shape[-1]), -math.inf, device=lp.device)
+            idx = flat if rows is None else flat[rows]
+            idx = idx[m]
+            out[idx] = torch.logaddexp(out[idx], lp)
+        if stacked:
+            out = torch.stack(stacked).logsumexp(0)
+        return out if keep is not None else out.view(batch, time, -1)
 
     def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
         """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
         args = (input_ids, attention_mask, position_ids, cache, use_cache)
-        logps = torch.stack([self._run(e, None, *args) for e in range(len(self.experts))], dim=2)
+        logps = torch.stack([self._run(e, None, *args).log_softmax(-1)
+                             for e in range(len(self.experts))], dim=2)  # fmt: skip
         k = logps.shape[2]
         # (batch, time, experts, vocab). Log-likelihood of each input token under each expert:
         # token t is scored by position t-1 (or by the last step's prediction, kept in the cache)
