@@ -341,3 +341,17 @@ def test_mixture_with_top2_mixes_rows_that_share_some_experts(experts):
     probs = torch.stack([expert_logp(m, x).exp() for m in experts], dim=-1)  # (b, t, v, e)
     want = (probs * kept[:, None, None, :]).sum(-1).log()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_score_equals_the_mixture_log_probability_of_each_next_token(experts):
+    x = ids(batch=3, length=9)
+    mask = torch.ones_like(x)
+    score_mask = torch.zeros_like(x, dtype=torch.bool)
+    score_mask[:, :-1] = True
+    score_mask[1, :4] = False  # score only some positions of a row
+    for router, top in (("posterior", None), ("posterior", 2), ("prior", 2), ("uniform", None)):
+        model = ensemble(experts, router, top_experts=top, prior=[0.5, 0.3, 0.2])
+        logp = model(input_ids=x).logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
+        want = torch.nn.functional.pad(logp, (0, 1))[score_mask]
+        torch.testing.assert_close(model.score(x, mask, score_mask), want, atol=1e-5, rtol=1e-5)

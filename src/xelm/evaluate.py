@@ -106,12 +106,11 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
             target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
         targets = ids[:, 1:][target_mask].to(device)
         ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
-        if hasattr(model, "route"):  # an X-ELM ensemble: mixes only the scored positions
-            kwargs = {"score_mask": torch.nn.functional.pad(target_mask, (0, 1))}
+        if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
+            weights = None
             if len(chunk[0]) > 2:  # per-document routing
-                kwargs["expert_log_weights"] = torch.stack([p[2] for p in chunk]).to(device)
-            logp = model(input_ids=ids, attention_mask=mask, **kwargs).logits  # normalised
-            nll += F.nll_loss(logp, targets, reduction="sum").item()
+                weights = torch.stack([p[2] for p in chunk]).to(device)
+            nll -= model.score(ids, mask, F.pad(target_mask, (0, 1)), weights).sum().item()
         else:
             logits = model(input_ids=ids, attention_mask=mask).logits
             # only the scored positions go through the (vocabulary-wide) log-softmax

@@ -157,14 +157,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         expert_log_weights: torch.Tensor | None = None,
-        score_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """`expert_log_weights` (batch, experts) fixes α for the call (e.g. routed on a context
         the caller holds); otherwise the router decides: on the first call of a sequence from
-        its tokens (the prompt), then kept in the cache. `score_mask` (batch, time): return the
-        mixture only at those positions, flattened to (positions, vocab), the way an evaluator
-        that scores some tokens saves the vocabulary-wide work elsewhere."""
+        its tokens (the prompt), then kept in the cache."""
         k = len(self.experts)
         first = not isinstance(cache, XELMCache)
         if first:
@@ -181,14 +178,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
         if cache.log_alpha is not None:
             logp = self._fixed_mixture(input_ids, attention_mask, position_ids, cache, use_cache,
-                                       first, score_mask)  # fmt: skip
+                                       first)  # fmt: skip
         else:
             logp = self._posterior_mixture(input_ids, attention_mask, position_ids, cache,
                                            use_cache)  # fmt: skip
-            if score_mask is not None:
-                logp = logp[score_mask]
-        if score_mask is not None:
-            return CausalLMOutputWithPast(logits=logp, cache=cache if use_cache else None)
         loss = None
         if labels is not None:
             loss = nn.functional.nll_loss(logp[:, :-1].flatten(0, 1).float(),
@@ -209,44 +202,46 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
                               cache=cache.experts[e] if use_cache else None)  # fmt: skip
         return out.logits.float()
 
-    def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first,
-                       keep=None):  # fmt: skip
+    def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first):
         """α fixed per sequence: experts with zero weight for every row are not run, and the
-        others only on the rows that use them. With `keep` (batch, time) only those positions
-        are normalised and returned, flattened (what an evaluator scores)."""
+        others only on the rows that use them."""
+        args = (input_ids, attention_mask, position_ids, cache, use_cache)
+        parts = self._expert_parts(
+            cache, first, lambda e, rows: self._run(e, rows, *args).log_softmax(-1)
+        )
+        return self._combine(parts, input_ids.shape[0])
+
+    def _expert_parts(self, cache, first, run):
+        """[(rows or None, log α of those rows, run(e, rows))] for the experts some row uses."""
         log_alpha = cache.log_alpha
-        batch, time = input_ids.shape
-        sel = keep if keep is not None else torch.ones_like(input_ids, dtype=torch.bool)
-        flat = torch.full(sel.shape, -1, dtype=torch.long, device=sel.device)
-        flat[sel] = torch.arange(int(sel.sum()), device=sel.device)
         active = [e for e in range(len(self.experts)) if torch.isfinite(log_alpha[:, e]).any()]
         if first:
             for e in active:
                 used = torch.isfinite(log_alpha[:, e])
                 cache.rows[e] = None if used.all() else used.nonzero().flatten()
-        every_row = all(cache.rows[e] is None for e in active)
-        out, stacked = None, []
+        parts = []
         for e in active:
             rows = cache.rows[e]
-            z = self._run(e, rows, input_ids, attention_mask, position_ids, cache, use_cache)
-            m = sel if rows is None else sel[rows]
-            lp = z[m].log_softmax(-1)  # (positions, vocab)
             weight = log_alpha[:, e] if rows is None else log_alpha[rows, e]
-            if len(active) == 1:  # one expert for every row: α = 1, nothing to mix
-                out = lp
-                continue
-            lp = lp + weight[:, None].expand(-1, time)[m][:, None]
-            if every_row:  # every expert on every row: stack, then one logsumexp
-                stacked.append(lp)
-                continue
-            if out is None:
-                out = torch.full((int(sel.sum()), lp.shape[-1]), -math.inf, device=lp.device)
-            idx = flat if rows is None else flat[rows]
-            idx = idx[m]
-            out[idx] = torch.logaddexp(out[idx], lp)
-        if stacked:
-            out = torch.stack(stacked).logsumexp(0)
-        return out if keep is not None else out.view(batch, time, -1)
+            parts.append((rows, weight, run(e, rows)))
+        return parts
+
+    @staticmethod
+    def _combine(parts, batch: int) -> torch.Tensor:
+        """logsumexp over experts of log α + log p, each expert on its rows only."""
+        if len(parts) == 1 and parts[0][0] is None:  # one expert for every row: α = 1
+            return parts[0][2]
+        expand = lambda w, x: w.view(-1, *[1] * (x.dim() - 1))  # noqa: E731
+        if all(rows is None for rows, _, _ in parts):
+            return torch.stack([x + expand(w, x) for _, w, x in parts]).logsumexp(0)
+        shape = parts[0][2].shape[1:]
+        out = parts[0][2].new_full((batch, *shape), -math.inf)
+        for rows, w, x in parts:
+            if rows is None:
+                out = torch.logaddexp(out, x + expand(w, x))
+            else:
+                out[rows] = torch.logaddexp(out[rows], x + expand(w, x))
+        return out
 
     def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
         """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
@@ -273,6 +268,45 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         cache.loglik = loglik[:, -1]
         cache.last_logp = logps[:, -1]
         return (log_alpha[..., None] + logps).logsumexp(2)
+
+    @torch.no_grad()
+    def score(self, input_ids, attention_mask, score_mask,
+              expert_log_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """log p(x_{t+1} | x_≤t) of the mixture at the positions of `score_mask` (batch, time),
+        flattened: what an evaluator needs. Only the experts' log-partition and the target's
+        logit are needed per expert (the mixture's full distribution never is), so this costs
+        what scoring each expert alone costs."""
+        k = len(self.experts)
+        targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
+
+        def target_logp(e, rows, where=score_mask):  # (rows, time): log p of the next token
+            z = self._run(e, rows, input_ids, attention_mask, None, None, False)
+            m, t = (where, targets) if rows is None else (where[rows], targets[rows])
+            out = z.new_zeros(m.shape)  # positions not asked for stay 0 (never read)
+            picked = z[m]  # the vocabulary-wide work only where it is needed
+            out[m] = picked.gather(-1, t[m][:, None]).squeeze(-1) - picked.logsumexp(-1)
+            return out
+
+        log_alpha = expert_log_weights
+        if log_alpha is None:
+            log_alpha = self.route(input_ids, attention_mask)
+        if log_alpha is not None:  # fixed per sequence: only the experts in use run
+            check_log_weights(log_alpha, "expert_log_weights")
+            cache = XELMCache([None] * k, top_k(log_alpha.float(), self.config.top_experts),
+                              [None] * k)  # fmt: skip
+            parts = self._expert_parts(cache, True, target_logp)
+            return self._combine(parts, input_ids.shape[0])[score_mask]
+        # the posterior: α(t) from the likelihood of x_≤t, every expert at every token
+        seen_mask = torch.ones_like(score_mask) if attention_mask is None else (
+            attention_mask.bool())  # fmt: skip
+        lp = torch.stack([target_logp(e, None, seen_mask) for e in range(k)], dim=-1)  # (b,t,e)
+        seen = torch.cat([lp.new_zeros(lp.shape[0], 1, k), lp[:, :-1]], dim=1)  # p(x_t | x_<t)
+        if attention_mask is not None:
+            seen = seen * attention_mask[:, :, None].to(seen.dtype)
+        temperature = getattr(self.router, "temperature", 1.0) or 1.0
+        log_alpha = top_k(self.router.posterior(seen.cumsum(1), temperature),
+                          self.config.top_experts)  # fmt: skip
+        return (log_alpha + lp).logsumexp(-1)[score_mask]
 
     # --- generation plumbing -----------------------------------------------------------------
 
