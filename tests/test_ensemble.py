@@ -355,3 +355,24 @@ def test_score_equals_the_mixture_log_probability_of_each_next_token(experts):
         logp = model(input_ids=x).logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1)
         want = torch.nn.functional.pad(logp, (0, 1))[score_mask]
         torch.testing.assert_close(model.score(x, mask, score_mask), want, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_prior_is_estimated_from_held_out_documents(trained, tmp_path, lm_setup):
+    from xelm.ensemble.build import PriorSpec, build_ensemble
+
+    root, out = trained
+    experts, _ = out["typology"]
+    build_ensemble(experts, tmp_path / "ens", router="prior",
+                   prior_from=PriorSpec(lm_setup / "corpus", docs_per_language=5))  # fmt: skip
+    model = XELMForCausalLM.from_pretrained(tmp_path / "ens")
+    prior = model.config.prior
+    assert len(prior) == 2 and abs(sum(prior) - 1) < 1e-4
+    # 5 documents of each of 3 languages: the expert holding two languages is asked for more
+    home = model.config.language_to_expert
+    bigger = 0 if list(home.values()).count(0) == 2 else 1
+    assert prior[bigger] > prior[1 - bigger]
+    x = ids(batch=1, length=6)
+    with torch.no_grad():  # the prior router mixes with exactly that prior
+        want = sum(a * expert_logp(m, x).exp() for a, m in zip(prior, model.experts,
+                                                                  strict=True)).log()  # fmt: skip
+        torch.testing.assert_close(model(input_ids=x).logits, want, atol=1e-5, rtol=1e-5)

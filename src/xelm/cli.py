@@ -641,12 +641,21 @@ def ensemble_build(
         help="The experts' allocation (default: from their xelm_expert.json).")] = None,
     temperature: Annotated[float | None, typer.Option(
         help="posterior: 1 (default); tfidf: 0.1 (default).")] = None,
+    prior_from: Annotated[Path | None, typer.Option(
+        help="Estimate the prior (prior/posterior routers) from this corpus's validation "
+             "documents (BTM's cached prior).")] = None,
+    prior_docs: Annotated[int, typer.Option(help="Documents per language for --prior-from.")
+                          ] = 20,
 ) -> None:  # fmt: skip
     """An X-ELM ensemble folder (loads with from_pretrained) referencing the experts."""
-    from xelm.ensemble.build import build_ensemble
+    from xelm.ensemble.build import PriorSpec, build_ensemble
 
     folders = expert_folders(experts)
-    build_ensemble(folders, out, router.value, top_k, allocation, temperature=temperature)
+    if router == RouterName.prior and prior_from is None:
+        raise XelmError("--router prior needs --prior-from CORPUS to estimate the prior")
+    spec = PriorSpec(prior_from, docs_per_language=prior_docs) if prior_from else None
+    build_ensemble(folders, out, router.value, top_k, allocation, temperature=temperature,
+                   prior_from=spec)  # fmt: skip
     console.print(f"{out}: {len(folders)} experts, router {router.value}"
                   + (f", top-{top_k}" if top_k else ""))  # fmt: skip
 

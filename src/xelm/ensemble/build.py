@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from xelm.ensemble.modeling import ROUTER_DIR, XELMConfig
@@ -49,6 +50,39 @@ def language_to_cluster(allocation) -> dict[str, int]:
     return {lang: cluster for lang, (cluster, _) in best.items()}
 
 
+@dataclass(frozen=True)
+class PriorSpec:
+    """BTM's cached prior: estimated once from held-out documents, stored in the folder."""
+
+    corpus: str | Path
+    split: str = "validation"
+    docs_per_language: int = 20
+    max_tokens: int = 256  # of each document
+
+
+def estimate_prior(model, texts: list[str], max_tokens: int = 256,
+                   batch_size: int = 8) -> list[float]:  # fmt: skip
+    """The mean over `texts` of the posterior over experts (uniform prior) after each text:
+    how often, and how strongly, the data asks for each expert."""
+    import torch
+
+    from xelm.ensemble.routers import PosteriorRouter
+
+    if not texts:
+        raise XelmError("no held-out documents to estimate the prior from")
+    tok, k = model.tokenizer, len(model.experts)
+    total = torch.zeros(k, dtype=torch.float64)
+    with torch.no_grad(), model.routing(PosteriorRouter(k), None):
+        for i in range(0, len(texts), batch_size):
+            batch = tok(texts[i : i + batch_size], truncation=True, max_length=max_tokens,
+                        padding=True, return_tensors="pt")  # fmt: skip
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        use_cache=True)  # fmt: skip
+            total += model.router.posterior(out.cache.loglik).exp().sum(0).double()
+    prior = total / total.sum()
+    return [round(float(x), 6) for x in prior / prior.sum()]
+
+
 def build_ensemble(
     experts: list[str | Path],
     out: str | Path,
@@ -57,9 +91,11 @@ def build_ensemble(
     allocation: str | Path | None = None,
     prior: list[float] | None = None,
     temperature: float | None = None,
+    prior_from: PriorSpec | None = None,
 ) -> Path:
     """Write an ensemble folder for `experts` (HF folders; xelm experts know their cluster and
-    allocation, any other model is cluster = its position)."""
+    allocation, any other model is cluster = its position). `prior_from`: estimate the prior
+    (used by the prior and posterior routers) from held-out documents."""
     from transformers import AutoConfig
 
     from xelm.allocate.allocation import Allocation
@@ -109,6 +145,21 @@ def build_ensemble(
         tokenizer.save_pretrained(tmp)
         if alloc is not None and alloc.method == "tfidf":
             shutil.copytree(alloc.router_dir, tmp / ROUTER_DIR / "tfidf")
+        if prior_from is not None:  # tmp is a sibling of out: the relative paths hold
+            import itertools
+
+            from xelm.corpus import Corpus
+            from xelm.ensemble.modeling import XELMForCausalLM
+
+            corpus, n = Corpus(prior_from.corpus), prior_from.docs_per_language
+            texts = [
+                d.text
+                for lang in corpus.train_langs
+                for d in itertools.islice(corpus.documents(prior_from.split, [lang]), n)
+            ]
+            model = XELMForCausalLM.from_pretrained(tmp, router="uniform")
+            config.prior = estimate_prior(model, texts, prior_from.max_tokens)
+            config.save_pretrained(tmp)
     return out
 
 
