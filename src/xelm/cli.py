@@ -266,11 +266,11 @@ def run_cmd(
 
 def finished_experts(folder: Path) -> list:
     """The experts of a finished `train experts` folder, as launcher outcomes."""
-    from xelm.experts import EXPERT_INFO, load_job
+    from xelm.experts import load_job
     from xelm.launch import Outcome
 
     jobs = [load_job(f) for f in sorted((folder / "jobs").glob("expert_*.yaml"))]
-    return [Outcome(j, "done", json.loads((j.out / EXPERT_INFO).read_text())) for j in jobs]
+    return [Outcome(j, "done", j.info()) for j in jobs]
 
 
 def allocation_table(info: dict, title: str) -> Table:

@@ -87,6 +87,20 @@ def _documents(tokenizer, texts: list[str], score: LangScore) -> list[list[int]]
     return docs
 
 
+def _pad(chunk, pad: int, device):
+    """Right-padded ids, attention mask and the mask of the positions whose next token is
+    scored, for (window, tokens to score, ...) pieces."""
+    width = max(len(p[0]) for p in chunk)
+    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
+    for row, (w, n_score, *_) in enumerate(chunk):
+        ids[row, : len(w)] = torch.tensor(w)
+        mask[row, : len(w)] = 1
+        target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
+    return ids.to(device), mask.to(device), target_mask.to(device)
+
+
 def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
     """Summed NLL of (window, tokens to score[, expert log-weights]) pieces, batched."""
     # similar lengths together (little padding); routed pieces grouped by their top expert, so
@@ -96,16 +110,8 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
     nll = 0.0
     for i in range(0, len(pieces), batch_size):
         chunk = pieces[i : i + batch_size]
-        width = max(len(p[0]) for p in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-        for row, (w, n_score, *_) in enumerate(chunk):
-            ids[row, : len(w)] = torch.tensor(w)
-            mask[row, : len(w)] = 1
-            target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
-        targets = ids[:, 1:][target_mask].to(device)
-        ids, mask, target_mask = ids.to(device), mask.to(device), target_mask.to(device)
+        ids, mask, target_mask = _pad(chunk, pad, device)
+        targets = ids[:, 1:][target_mask]
         if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
             weights = None
             if len(chunk[0]) > 2:  # per-document routing
@@ -148,26 +154,16 @@ def score_texts_routed(
     stride = stride or max(1, context // 2)
     score = LangScore()
     docs = _documents(tokenizer, texts, score)
-    heads = [ids[: route_tokens + 1] for ids in docs]
+    heads = [(ids[: route_tokens + 1], len(ids[: route_tokens + 1]) - 1) for ids in docs]
     log_alpha = []
     with model.routing(model.posterior_router(), None):
         for i in range(0, len(heads), batch_size):
-            chunk = heads[i : i + batch_size]
-            width = max(len(h) for h in chunk)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-            for row, h in enumerate(chunk):
-                ids[row, : len(h)], mask[row, : len(h)] = torch.tensor(h), 1
-                target_mask[row, : len(h) - 1] = True
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True)
-            picked = out.logits[:, :-1][target_mask.to(device)]
-            score.nll += F.cross_entropy(picked, ids[:, 1:][target_mask].to(device),
-                                         reduction="sum").item()  # fmt: skip
+            ids, mask, target_mask = _pad(heads[i : i + batch_size], _separator(tokenizer), device)
+            out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+            score.nll += F.nll_loss(out.logits[:, :-1][target_mask], ids[:, 1:][target_mask],
+                                    reduction="sum").item()  # fmt: skip
             posterior = model.router.posterior(out.cache.loglik)  # after the whole head
-            routed = None
-            if router.reads_prefix:
-                routed = model.route(ids.to(device), mask.to(device), router=router)
+            routed = model.route(ids, mask, router=router) if router.reads_prefix else None
             log_alpha += list(routed if routed is not None else posterior)
     pieces = [(w, n, a) for ids, a in zip(docs, log_alpha, strict=True)
               for w, n in windows(ids, context, stride, skip=route_tokens)]  # fmt: skip

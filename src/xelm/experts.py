@@ -64,6 +64,10 @@ class ExpertJob:
     def done(self) -> bool:
         return (self.out / EXPERT_INFO).exists()
 
+    def info(self) -> dict:
+        """The finished expert's metadata (`xelm_expert.json`)."""
+        return json.loads((self.out / EXPERT_INFO).read_text())
+
 
 def write_job(job: ExpertJob, folder: str | Path) -> Path:
     from xelm.paths import atomic_write_text
@@ -165,7 +169,7 @@ def train_expert(job: ExpertJob, progress: bool = True) -> dict:
     from xelm.train import TRAIN_INFO, train
 
     if job.done:
-        return json.loads((job.out / EXPERT_INFO).read_text())
+        return job.info()
     train(job.config, resume=True, progress=progress)
     run = json.loads((job.out / TRAIN_INFO).read_text())
     info = {

@@ -69,7 +69,7 @@ def launch(jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path,
     if spec.launcher != "sequential" and not any(j.config.threads for j in jobs):
         jobs = [_with_threads(j, spec.threads()) for j in jobs]
     files = {j.cluster: write_job(j, job_dir) for j in jobs}
-    outcomes = {j.cluster: Outcome(j, "skipped", _read_info(j)) for j in jobs if j.done}
+    outcomes = {j.cluster: Outcome(j, "skipped", j.info()) for j in jobs if j.done}
     todo = [j for j in jobs if not j.done]
     view = ExpertsView(jobs, enabled=progress)
     for j in outcomes.values():
@@ -89,14 +89,6 @@ def launch(jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path,
 
 def _with_threads(job: ExpertJob, threads: int) -> ExpertJob:
     return dataclasses.replace(job, config=dataclasses.replace(job.config, threads=threads))
-
-
-def _read_info(job: ExpertJob) -> dict:
-    import json
-
-    from xelm.experts import EXPERT_INFO
-
-    return json.loads((job.out / EXPERT_INFO).read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +126,7 @@ def _run_local(todo, files, spec: LaunchSpec, job_dir: Path, view) -> dict[int, 
                 code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
             if code == 0 and job.done:
                 view.set(job, "done")
-                return Outcome(job, "trained", _read_info(job))
+                return Outcome(job, "trained", job.info())
             view.set(job, "failed")
             return Outcome(job, "failed", error=_failure(code, log))
         finally:
@@ -166,7 +158,7 @@ def _ray_task(job_dict: dict, threads: int, gpus: int, port: int, job_file: str)
     job = TypeAdapter(ExpertJob).validate_python(job_dict)
     if gpus > 1:  # several GPUs for one expert: its own accelerate launch inside the task
         subprocess.run(worker_command(Path(job_file), gpus, port), check=True)
-        return _read_info(job)
+        return job.info()
     import torch
 
     torch.set_num_threads(threads)
