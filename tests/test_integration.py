@@ -5,11 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from xelm.config import load_config
+import xelm.ensemble  # noqa: F401  (registers the X-ELM model with the Auto classes)
+from xelm.config import RouterChoice, load_config
 from xelm.corpus import Corpus
 from xelm.pipeline import run
+from xelm.results import mean_bits
 
 pytestmark = [
     pytest.mark.integration,
@@ -18,9 +20,15 @@ pytestmark = [
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
-STAGES = ["corpus", "udhr", "tokenizer", "seed", *(f"allocation {a}" for a in ALLOCATIONS),
-          *(f"experts {a}" for a in ALLOCATIONS), "dense", "eval"]  # fmt: skip
-DOWNSTREAM_OF_SEED = ["seed", *(f"experts {a}" for a in ALLOCATIONS), "dense", "eval"]
+ROUTERS = ["uniform", "prior", "posterior", "tfidf-top1", "lid-top1"]
+MODELS = ["seed", "unigram", "dense", "typology-k2/uniform", "typology-k2/prior",
+          "typology-k2/posterior", "typology-k2/lid-top1", "merged/typology-k2",
+          *(f"tfidf-k2/{r}" for r in ROUTERS), "merged/tfidf-k2"]  # fmt: skip
+ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
+STAGES = ["corpus", "udhr", "tokenizer", "seed", *ALLOCATION_STAGES,
+          *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
+          "dense", *(f"eval {m}" for m in MODELS), "results"]  # fmt: skip
+DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in ("corpus", "udhr", *ALLOCATION_STAGES)]
 
 
 @pytest.fixture(scope="module")
@@ -53,31 +61,31 @@ def test_corpus_is_parallel_translated_and_split_alike(tiny_run):
     assert udhr.stats("ja", "test")["documents"] == udhr.stats("ja")["documents"] == 31
 
 
-def test_tokenizer_loads_and_reruns_skip_or_rebuild_what_changed(tiny_run):
+def test_tokenizer_round_trips_every_script(tiny_run):
     cfg, _ = tiny_run
     tok = AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")
     text = "設定を保存します。Enregistrer le document."
     assert tok.decode(tok(text)["input_ids"]) == text
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
-    cfg.seed.log_every = 3  # no effect on the model: nothing re-runs
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
-    cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
-    assert run(cfg, log=lambda _: None) == {
-        **dict.fromkeys(STAGES, "skipped"), "tokenizer": "built",
-        **dict.fromkeys(DOWNSTREAM_OF_SEED, "built"),
-    }  # fmt: skip
-    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
-    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900
 
 
-def test_seed_is_evaluated_in_domain_and_out_of_domain(tiny_run):
+def test_every_model_is_evaluated_in_domain_and_out_of_domain(tiny_run):
     cfg, _ = tiny_run
-    results = json.loads((Path(cfg.run_dir) / "eval" / "seed.json").read_text())
-    for name in ("in_domain", "udhr"):
-        for model in ("seed", "unigram"):
-            scores = results[name][model]
+    run_dir = Path(cfg.run_dir)
+    results = json.loads((run_dir / "eval" / "results.json").read_text())["sets"]
+    assert set(results) == {"in_domain", "udhr"}
+    for models in results.values():
+        assert list(models) == MODELS
+        for scores in models.values():
             assert set(scores) == {"en", "fr", "ja"}
             assert all(0 < s["bits_per_byte"] < 10 for s in scores.values())
+        # models that saw more of the data than the seed beat it on average
+        assert mean_bits(models["dense"]) < mean_bits(models["seed"])
+    table = (run_dir / "eval" / "results.md").read_text()
+    assert "| better than dense |" in table and "tfidf-k2/tfidf-top1" in table
+    # the ensemble and the merged model are HF folders
+    assert AutoModelForCausalLM.from_pretrained(run_dir / "merged" / "tfidf-k2").num_parameters()
+    ensemble = AutoModelForCausalLM.from_pretrained(run_dir / "ensembles" / "typology-k2")
+    assert len(ensemble.experts) == 2 and abs(sum(ensemble.config.prior) - 1) < 1e-4
 
 
 def test_both_allocations_split_the_three_languages(tiny_run):
@@ -113,3 +121,24 @@ def test_experts_branch_from_the_seed_and_match_the_dense_budget(tiny_run):
             == dense["tokens"]
             == cfg.experts.tokens // (64 * 8) * 64 * 8
         )  # whole steps of the dense batch
+
+
+def test_reruns_skip_or_rebuild_only_what_changed(tiny_run):
+    """Last: it changes the run's settings."""
+    cfg, _ = tiny_run
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
+    cfg.seed.log_every = 3  # no effect on the model: nothing re-runs
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
+    cfg.ensembles.routers.append(RouterChoice("posterior", temperature=2.0))  # one more router
+    assert run(cfg, log=lambda _: None) == {
+        **dict.fromkeys(STAGES, "skipped"), "eval typology-k2/posterior-T2": "built",
+        "eval tfidf-k2/posterior-T2": "built", "results": "built",
+    }  # fmt: skip
+    cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
+    assert run(cfg, log=lambda _: None) == {
+        **dict.fromkeys(STAGES, "skipped"),
+        **dict.fromkeys(DOWNSTREAM_OF_TOKENIZER, "built"),
+        "eval typology-k2/posterior-T2": "built", "eval tfidf-k2/posterior-T2": "built",
+    }  # fmt: skip
+    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
+    assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900

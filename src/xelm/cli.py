@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.table import Table
 
 import xelm
@@ -247,9 +248,6 @@ def run_cmd(
     console.print(corpus_table(manifest, f"{run_dir / 'corpus'}"))
     tokenizer = cfg.tokenizer.pretrained or run_dir / "tokenizer"
     console.print(fertility_table(load_tokenizer(tokenizer), run_dir / "corpus", "validation"))
-    results = json.loads((run_dir / "eval" / "seed.json").read_text())
-    for name, models in results.items():
-        console.print(ppl_table(models, f"{name}: bits per byte and perplexity"))
     for alloc in cfg.allocations:
         folder = run_dir / "allocation" / alloc.name
         print_allocation(Allocation(folder).info, folder)
@@ -262,6 +260,8 @@ def run_cmd(
         console.print(f"{run_dir / 'dense'}: {info['tokens']:,} tokens, {info['steps']} steps, "
                       f"{info['seconds']:.0f} s, mean validation loss "
                       f"{sum(losses) / len(losses):.3f}")  # fmt: skip
+    console.print(Markdown((run_dir / "eval" / "results.md").read_text()))
+    console.print(f"per-language scores of every model: {run_dir / 'eval' / 'results.json'}")
 
 
 def finished_experts(folder: Path) -> list:
@@ -583,6 +583,9 @@ def eval_ppl(
         help="Ensembles: score with this router (repeat for several; default: the saved one).")
     ] = None,
     top_k: Annotated[int | None, typer.Option(help="Ensembles: keep the k largest α.")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Ensembles: the router's temperature (posterior: 1, tfidf: 0.1 by default).")
+    ] = None,
     route_tokens: Annotated[int, typer.Option(
         help="Prefix routers: tokens of each document read to route it (scored by the "
              "posterior).")] = 32,
@@ -601,6 +604,7 @@ def eval_ppl(
             with console.status(f"evaluating {path}" + (f" with the {r} router" if r else "")):
                 results[label] = evaluate_model(path, corpus, split, _split_list(langs), context,
                                                 max_docs, router=r, top_experts=top_k,
+                                                temperature=temperature,
                                                 route_tokens=route_tokens)  # fmt: skip
     if unigram:
         results["unigram"] = unigram_baseline(named[0][1], corpus, split, _split_list(langs),
@@ -609,17 +613,6 @@ def eval_ppl(
     if out:
         atomic_write_text(out, json.dumps({"corpus": str(corpus), "split": split,
                                            "models": results}, indent=2) + "\n")  # fmt: skip
-
-
-def expert_folders(paths: list[Path]) -> list[Path]:
-    """Expert folders, each given or found as expert_* inside a `train experts` output."""
-    folders: list[Path] = []
-    for p in paths:
-        inner = sorted(d for d in p.glob("expert_*") if d.is_dir() and not d.name.endswith(".work"))
-        if not p.exists():
-            raise XelmError(f"{p}: no such expert folder")
-        folders += inner if not (p / "config.json").exists() and inner else [p]
-    return folders
 
 
 ExpertsOpt = Annotated[
@@ -649,8 +642,9 @@ def ensemble_build(
 ) -> None:  # fmt: skip
     """An X-ELM ensemble folder (loads with from_pretrained) referencing the experts."""
     from xelm.ensemble.build import PriorSpec, build_ensemble
+    from xelm.experts import expert_folders
 
-    folders = expert_folders(experts)
+    folders = expert_folders(*experts)
     if router == RouterName.prior and prior_from is None:
         raise XelmError("--router prior needs --prior-from CORPUS to estimate the prior")
     spec = PriorSpec(prior_from, docs_per_language=prior_docs) if prior_from else None
@@ -669,8 +663,9 @@ def merge_average_cmd(
 ) -> None:  # fmt: skip
     """BTM's parameter average of experts branched from one seed: a plain dense HF model."""
     from xelm.ensemble.build import merge_average
+    from xelm.experts import expert_folders
 
-    folders = expert_folders(experts)
+    folders = expert_folders(*experts)
     try:
         w = [float(x) for x in weights.split(",")] if weights else None
     except ValueError:

@@ -152,6 +152,36 @@ class ExpertsConfig:
     address: str | None = None  # ray: a running cluster
 
 
+@dataclass(config=STRICT)
+class RouterChoice:
+    """One way to set the ensemble's α, evaluated for every allocation it applies to."""
+
+    router: Literal["uniform", "prior", "posterior", "tfidf", "lid"] = "posterior"
+    top_k: int | None = None  # keep the k largest α (fixed routers: the others are not run)
+    temperature: float | None = None  # posterior: 1, tfidf: 0.1 (the defaults)
+
+    @property
+    def name(self) -> str:
+        top = f"-top{self.top_k}" if self.top_k else ""
+        temp = f"-T{self.temperature:g}" if self.temperature is not None else ""
+        return f"{self.router}{top}{temp}"
+
+
+def _demo_routers() -> list[RouterChoice]:
+    return [RouterChoice("prior"), RouterChoice("posterior"), RouterChoice("tfidf", top_k=1),
+            RouterChoice("lid", top_k=1)]  # fmt: skip
+
+
+@dataclass(config=STRICT)
+class EnsembleConfig:
+    """Stage 3: an X-ELM ensemble per allocation, scored with each router, and BTM's merge."""
+
+    routers: list[RouterChoice] = dataclasses.field(default_factory=_demo_routers)
+    prior_docs: int = 20  # validation documents per language for the cached prior
+    route_tokens: int = 32  # prefix routers: each document's head that routes it
+    merge: bool = True  # also evaluate the parameter average of each allocation's experts
+
+
 def _demo_allocations() -> list[AllocationConfig]:
     return [AllocationConfig("typology", 4), AllocationConfig("tfidf", 4)]
 
@@ -173,6 +203,8 @@ class RunConfig:
     allocations: list[AllocationConfig] = dataclasses.field(default_factory=_demo_allocations)
     # experts/<allocation name>/expert_XX and dense/ (null: stop after the allocations)
     experts: ExpertsConfig | None = dataclasses.field(default_factory=ExpertsConfig)
+    # ensembles/<allocation> and merged/<allocation> (null: no ensembles; needs experts)
+    ensembles: EnsembleConfig | None = dataclasses.field(default_factory=EnsembleConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 

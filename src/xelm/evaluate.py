@@ -189,7 +189,7 @@ def evaluate_model(
     model_path: str | Path, corpus_dir: str | Path, split: str = "test",
     langs: list[str] | None = None, context: int | None = None, max_docs: int | None = None,
     batch_size: int = 8, router: str | None = None, top_experts: int | None = None,
-    route_tokens: int = 32,
+    temperature: float | None = None, route_tokens: int = 32,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
     causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`)."""
@@ -200,7 +200,8 @@ def evaluate_model(
         from xelm.ensemble import XELMForCausalLM
 
         model = XELMForCausalLM.from_pretrained(model_path, router=router,
-                                                top_experts=top_experts)  # fmt: skip
+                                                top_experts=top_experts,
+                                                temperature=temperature)  # fmt: skip
         tokenizer, inner = model.tokenizer, model.experts[0].config
         score = functools.partial(score_texts_routed, route_tokens=route_tokens)
     else:

@@ -226,3 +226,14 @@ def _mean_loss(run: dict) -> float | None:
     """Mean over languages of a finished run's final validation loss."""
     losses = [v["loss"] for v in run["validation"].values()]
     return round(sum(losses) / len(losses), 4) if losses else None
+
+
+def expert_folders(*paths: str | Path) -> list[Path]:
+    """Expert folders, each given or found as expert_* inside a `train experts` output."""
+    folders: list[Path] = []
+    for p in map(Path, paths):
+        inner = sorted(d for d in p.glob("expert_*") if d.is_dir() and not d.name.endswith(".work"))
+        if not p.exists():
+            raise XelmError(f"{p}: no such expert folder")
+        folders += inner if not (p / "config.json").exists() and inner else [p]
+    return folders

@@ -30,9 +30,10 @@ from xelm.data.build import build_demo_corpus, build_udhr_corpus
 from xelm.data.libreoffice import DemoFilter
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
-from xelm.experts import BranchSpec, plan_experts, train_dense
+from xelm.experts import BranchSpec, expert_folders, plan_experts, train_dense
 from xelm.launch import LaunchSpec, launch
 from xelm.paths import atomic_write_text
+from xelm.results import write_results
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
 from xelm.train import train
 
@@ -104,6 +105,11 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
     seed_key = fingerprint("seed", corpus_key, tokenizer_key, settings)
     # resume=True: an interrupted seed run continues from its last checkpoint
     out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
+    # models to evaluate: name → (folder, how to load it, fingerprint); None: the unigram
+    models: dict[str, tuple[Path | None, dict, str]] = {
+        "seed": (run / "seed", {}, seed_key),
+        "unigram": (None, {}, fingerprint("unigram", corpus_key, tokenizer_key)),
+    }
 
     names = [a.name for a in cfg.allocations]
     if len(set(names)) < len(names):
@@ -121,32 +127,56 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
         branch = {k: v for k, v in to_dict(base).items() if k not in TRAIN_FIELDS_WITHOUT_EFFECT}
         branch_spec = BranchSpec(x.tokens, x.split, x.match)
         how = LaunchSpec(x.launcher, x.workers, x.gpus_per_expert, address=x.address)
+        experts_keys = {}
         for alloc in cfg.allocations:
             key = fingerprint("experts", seed_key, alloc_keys[alloc.name], branch_spec, branch)
+            experts_keys[alloc.name] = key
             build = functools.partial(_experts, run, alloc.name, branch_spec, base, how, log)
             out.append(Stage(f"experts {alloc.name}", f"experts/{alloc.name}", build, key))
         if x.dense:
             key = fingerprint("dense", seed_key, x.tokens, branch)
             build = functools.partial(_dense, run, x.tokens, base)
             out.append(Stage("dense", "dense", build, key))
+            models["dense"] = (run / "dense", {}, key)
 
-    def evaluate(path: Path) -> None:
-        sets = {"in_domain": (run / "corpus", e.split)}
-        if d.udhr and e.udhr:
-            sets["udhr"] = (run / "udhr", "test")
-        results = {}
-        for name, (corpus_dir, split) in sets.items():
-            log(f"  evaluating the seed on {name} ({corpus_dir}, {split})")
-            results[name] = {
-                "seed": evaluate_model(run / "seed", corpus_dir, split, d.train_langs,
-                                       max_docs=e.max_docs),
-                "unigram": unigram_baseline(tokenizer_path, corpus_dir, split, d.train_langs,
-                                            e.max_docs, train_corpus_dir=run / "corpus"),
-            }  # fmt: skip
-        atomic_write_text(path, json.dumps(results, indent=2) + "\n")
+    if cfg.ensembles is not None and cfg.experts is not None:
+        ens = cfg.ensembles
+        for alloc in cfg.allocations:
+            name = alloc.name
+            key = fingerprint("ensemble", experts_keys[name], ens.prior_docs)
+            build = functools.partial(_ensemble, run, name, ens.prior_docs)
+            out.append(Stage(f"ensemble {name}", f"ensembles/{name}", build, key))
+            for choice in ens.routers:
+                if choice.router == "tfidf" and alloc.method != "tfidf":
+                    continue  # the TF-IDF router needs a TF-IDF allocation's state
+                how = {
+                    "router": choice.router,
+                    "top_experts": choice.top_k,
+                    "temperature": choice.temperature,
+                    "route_tokens": ens.route_tokens,
+                }
+                models[f"{name}/{choice.name}"] = (run / "ensembles" / name, how, key)
+            if ens.merge:
+                key = fingerprint("merged", experts_keys[name])
+                build = functools.partial(_merge, run, name)
+                out.append(Stage(f"merged {name}", f"merged/{name}", build, key))
+                models[f"merged/{name}"] = (run / "merged" / name, {}, key)
 
-    eval_key = fingerprint("eval", seed_key, udhr_key if d.udhr else None, e)
-    out.append(Stage("eval", "eval/seed.json", evaluate, eval_key))
+    # evaluation: one stage per model (and router), so adding one scores only that one
+    sets = {"in_domain": (run / "corpus", e.split)}
+    if d.udhr and e.udhr:
+        sets["udhr"] = (run / "udhr", "test")
+    sets_key = fingerprint(corpus_key, udhr_key if d.udhr else None, e)
+    unigram = (tokenizer_path, run / "corpus")
+    eval_keys = {}
+    for name, (path, how, key) in models.items():
+        eval_keys[name] = fingerprint("eval", name, key, sets_key, how)
+        build = functools.partial(_evaluate, path, sets, d.train_langs, e.max_docs, how,
+                                  None if path else unigram, log)  # fmt: skip
+        out.append(Stage(f"eval {name}", f"eval/{name}.json", build, eval_keys[name]))
+    files = {name: run / "eval" / f"{name}.json" for name in models}
+    build = lambda f: write_results(f, files)  # noqa: E731
+    out.append(Stage("results", "eval/results.json", build, fingerprint("results", eval_keys)))
     return out
 
 
@@ -172,6 +202,37 @@ def _experts(run: Path, name: str, spec: BranchSpec, base, how: LaunchSpec, log,
 
 def _dense(run: Path, tokens: int, base, folder: Path) -> None:
     train_dense(run / "seed", run / "corpus", folder, tokens, base)
+
+
+def _ensemble(run: Path, name: str, prior_docs: int, folder: Path) -> None:
+    """The allocation's ensemble with BTM's cached prior (routers are chosen at evaluation)."""
+    from xelm.ensemble.build import PriorSpec, build_ensemble
+
+    build_ensemble(expert_folders(run / "experts" / name), folder, "posterior",
+                   prior_from=PriorSpec(run / "corpus", docs_per_language=prior_docs))  # fmt: skip
+
+
+def _merge(run: Path, name: str, folder: Path) -> None:
+    from xelm.ensemble.build import merge_average
+
+    merge_average(expert_folders(run / "experts" / name), folder)
+
+
+def _evaluate(path: Path | None, sets: dict, langs: list[str], max_docs: int | None, how: dict,
+              unigram: tuple | None, log, out: Path) -> None:  # fmt: skip
+    """{test set: {lang: scores}} of one model (`unigram`: (tokenizer, training corpus) of the
+    unigram baseline instead)."""
+    results = {}
+    for name, (corpus_dir, split) in sets.items():
+        log(f"  {out.stem}: {name} ({corpus_dir}, {split})")
+        if unigram is not None:
+            tokenizer, train_corpus = unigram
+            results[name] = unigram_baseline(tokenizer, corpus_dir, split, langs, max_docs,
+                                             train_corpus_dir=train_corpus)  # fmt: skip
+        else:
+            results[name] = evaluate_model(path, corpus_dir, split, langs, max_docs=max_docs,
+                                           **how)  # fmt: skip
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 
 
 def _clear(folder: Path) -> None:

@@ -329,8 +329,9 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, path, *args, router: str | None = None, top_experts: int | None = None,
-                        **kwargs):  # fmt: skip
-        """Load an ensemble folder; `router`/`top_experts` override the saved choice."""
+                        temperature: float | None = None, **kwargs):  # fmt: skip
+        """Load an ensemble folder; `router`/`top_experts`/`temperature` override the saved
+        choice (another router starts from its own default temperature)."""
         from xelm.models import load_model
         from xelm.tokenizer import load_tokenizer
 
@@ -341,8 +342,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         config = XELMConfig.from_pretrained(path)
         if config.model_type != "xelm" or not config.experts:
             raise XelmError(f"{path}: config.json is not an X-ELM ensemble")
-        if router is not None:
-            config.router = router
+        if router is not None and router != config.router:
+            config.router, config.temperature = router, None
+        if temperature is not None:
+            config.temperature = temperature
         if top_experts is not None:
             config.top_experts = top_experts
         experts = []
