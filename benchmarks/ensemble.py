@@ -7,7 +7,10 @@
    same documents (target ≤ 1.1× the cost);
 3. `generate()` tokens/s with the per-expert KV caches vs without caches.
 
-    .venv/bin/python benchmarks/ensemble.py [--docs 12] [--rounds 2]
+    .venv/bin/python benchmarks/ensemble.py [--docs 12] [--rounds 5]
+
+Each round times every side once, in turn; a ratio is taken within each round (so the shared
+machine's drift cancels) and the median over rounds is printed.
 
 Needs the demo run's TF-IDF experts (`xelm run configs/demo.yaml`).
 """
@@ -35,7 +38,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="runs/demo/corpus")
     ap.add_argument("--langs", default="de,ru,ja,el")
     ap.add_argument("--docs", type=int, default=12, help="per language")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
     if not Path(args.experts).exists():
@@ -89,12 +92,23 @@ def main() -> None:
     for name in gen:
         print(f"{name:>28}: {t[name]:7.2f} s  {args.new_tokens / t[name]:8,.1f} new tokens/s")
     print()
-    r1 = t["one expert"] / t["top-1 routed ensemble"]
-    r2 = t["full mixture (uniform)"] / t["k models one after another"]
-    r3 = t["generate, no cache"] / t["generate, KV caches"]
-    print(f"top-1 ensemble tokens/s vs one expert:   {r1:.2f}x  (target >= 0.9x)")
-    print(f"full mixture cost vs k models in a row:  {r2:.2f}x  (target <= 1.1x)")
-    print(f"generate() with KV caches vs without:    {r3:.2f}x faster")
+
+    def ratio(a: str, b: str) -> str:  # per round, then the median and the range
+        r = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
+        return f"{statistics.median(r):.2f}x  (rounds {r[0]:.2f}-{r[-1]:.2f})"
+
+    print(
+        f"top-1 ensemble tokens/s vs one expert:   {ratio('one expert', 'top-1 routed ensemble')}"
+        "  target >= 0.9x"
+    )
+    print(
+        f"full mixture cost vs k models in a row:  "
+        f"{ratio('full mixture (uniform)', 'k models one after another')}  target <= 1.1x"
+    )
+    print(
+        f"generate() with KV caches vs without:    "
+        f"{ratio('generate, no cache', 'generate, KV caches')} faster"
+    )
 
 
 if __name__ == "__main__":

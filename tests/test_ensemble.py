@@ -92,6 +92,11 @@ def test_posterior_is_the_normalised_product_of_prior_and_likelihood(experts):
         post = post / post.sum()
         want = (post[:, None] * logps[:, t].exp()).sum(0).log()
         torch.testing.assert_close(got[0, t], want, atol=1e-5, rtol=1e-4)
+    # the evaluator's path: the posterior after the whole sequence (what routes its rest)
+    score_mask = torch.ones_like(x, dtype=torch.bool)
+    score_mask[:, -1] = False  # nothing follows the last token
+    _, log_alpha = model.score(x, torch.ones_like(x), score_mask, return_posterior=True)
+    torch.testing.assert_close(log_alpha[0].exp(), post, atol=1e-5, rtol=1e-4)
     router = PosteriorRouter(3, prior)
     assert torch.allclose(router.posterior(torch.zeros(3)).exp(), torch.tensor(prior))
 

@@ -20,14 +20,14 @@ pytestmark = [
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
-ROUTERS = ["uniform", "prior", "posterior", "tfidf-top1", "lid-top1"]
-MODELS = ["seed", "unigram", "dense", "typology-k2/uniform", "typology-k2/prior",
-          "typology-k2/posterior", "typology-k2/lid-top1", "merged/typology-k2",
+ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior"]  # as in tiny.yaml
+MODELS = ["seed", "unigram", "dense", "typology-k2/posterior", "typology-k2/lid-top1",
+          "typology-k2/uniform", "typology-k2/prior", "merged/typology-k2",
           *(f"tfidf-k2/{r}" for r in ROUTERS), "merged/tfidf-k2"]  # fmt: skip
 ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
 STAGES = ["corpus", "udhr", "tokenizer", "seed", *ALLOCATION_STAGES,
           *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
-          "dense", *(f"eval {m}" for m in MODELS), "results"]  # fmt: skip
+          "dense", *(f"eval {m}" for m in MODELS), "report"]  # fmt: skip
 DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in ("corpus", "udhr", *ALLOCATION_STAGES)]
 
 
@@ -68,20 +68,31 @@ def test_tokenizer_round_trips_every_script(tiny_run):
     assert tok.decode(tok(text)["input_ids"]) == text
 
 
-def test_every_model_is_evaluated_in_domain_and_out_of_domain(tiny_run):
+def test_every_model_is_evaluated_and_reported(tiny_run):
     cfg, _ = tiny_run
     run_dir = Path(cfg.run_dir)
-    results = json.loads((run_dir / "eval" / "results.json").read_text())["sets"]
-    assert set(results) == {"in_domain", "udhr"}
-    for models in results.values():
-        assert list(models) == MODELS
-        for scores in models.values():
-            assert set(scores) == {"en", "fr", "ja"}
-            assert all(0 < s["bits_per_byte"] < 10 for s in scores.values())
-        # models that saw more of the data than the seed beat it on average
-        assert mean_bits(models["dense"]) < mean_bits(models["seed"])
-    table = (run_dir / "eval" / "results.md").read_text()
-    assert "| better than dense |" in table and "tfidf-k2/tfidf-top1" in table
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["sets"] == ["in_domain", "udhr"] and list(results["models"]) == MODELS
+    for name, model in results["models"].items():
+        for set_name in results["sets"]:
+            assert set(model[set_name]) == {"en", "fr", "ja"}
+            assert all(0 < s["bits_per_byte"] < 10 for s in model[set_name].values())
+        if name != "unigram":
+            assert model["cost"]["tokens"] > 0 and model["cost"]["seconds"] > 0
+    models = results["models"]
+    for set_name in results["sets"]:  # more training than the seed pays off on average
+        assert mean_bits(models["dense"][set_name]) < mean_bits(models["seed"][set_name])
+    # compute-matched: the experts of each allocation trained as many tokens as the dense run
+    assert models["typology-k2/lid-top1"]["cost"]["tokens"] == models["dense"]["cost"]["tokens"]
+    assert results["plotted"] == ["seed", "dense", "typology-k2/posterior", "tfidf-k2/posterior"]
+    report = (run_dir / "report.md").read_text()
+    assert "| better than dense |" in report and "tfidf-k2/tfidf-top1" in report
+    assert "better than dense on" in report  # the summary
+    for png in ("bits_per_byte_in_domain", "bits_per_byte_udhr", "improvement_over_dense"):
+        assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
+        assert f"plots/{png}.png" in report
+    html = (run_dir / "report.html").read_text()
+    assert "<table>" in html and html.count("data:image/png;base64,") == 3
     # the ensemble and the merged model are HF folders
     assert AutoModelForCausalLM.from_pretrained(run_dir / "merged" / "tfidf-k2").num_parameters()
     ensemble = AutoModelForCausalLM.from_pretrained(run_dir / "ensembles" / "typology-k2")
@@ -123,6 +134,25 @@ def test_experts_branch_from_the_seed_and_match_the_dense_budget(tiny_run):
         )  # whole steps of the dense batch
 
 
+def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
+    from xelm.sweep import run_sweep
+
+    cfg, _ = tiny_run
+    out = run_sweep(cfg, [1, 2, 3], log=lambda _: None)  # k=2 is the run's; k=3 is trained
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["k"] == [1, 2, 3] and list(sweep["methods"]) == ["typology", "tfidf"]
+    dense = json.loads((Path(cfg.run_dir) / "eval" / "dense.json").read_text())
+    for per_set in sweep["methods"].values():
+        assert list(per_set) == ["in_domain", "udhr"]
+        for set_name, by_k in per_set.items():
+            assert list(by_k) == ["1", "2", "3"] and by_k["1"] == dense[set_name]  # k=1: dense
+            assert set(by_k["3"]) == {"en", "fr", "ja"}
+    assert (out / "k_sweep.png").stat().st_size > 10_000
+    assert "| k | typology | tfidf |" in (out / "sweep.md").read_text()
+    # the run itself is untouched: nothing of it re-runs
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
+
+
 def test_reruns_skip_or_rebuild_only_what_changed(tiny_run):
     """Last: it changes the run's settings."""
     cfg, _ = tiny_run
@@ -132,7 +162,7 @@ def test_reruns_skip_or_rebuild_only_what_changed(tiny_run):
     cfg.ensembles.routers.append(RouterChoice("posterior", temperature=2.0))  # one more router
     assert run(cfg, log=lambda _: None) == {
         **dict.fromkeys(STAGES, "skipped"), "eval typology-k2/posterior-T2": "built",
-        "eval tfidf-k2/posterior-T2": "built", "results": "built",
+        "eval tfidf-k2/posterior-T2": "built", "report": "built",
     }  # fmt: skip
     cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
     assert run(cfg, log=lambda _: None) == {

@@ -260,8 +260,37 @@ def run_cmd(
         console.print(f"{run_dir / 'dense'}: {info['tokens']:,} tokens, {info['steps']} steps, "
                       f"{info['seconds']:.0f} s, mean validation loss "
                       f"{sum(losses) / len(losses):.3f}")  # fmt: skip
-    console.print(Markdown((run_dir / "eval" / "results.md").read_text()))
-    console.print(f"per-language scores of every model: {run_dir / 'eval' / 'results.json'}")
+    report = (run_dir / "report.md").read_text()
+    console.print(Markdown("\n".join(x for x in report.splitlines() if not x.startswith("!["))))
+    console.print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}; every score: "
+                  f"{run_dir / 'results.json'}")  # fmt: skip
+
+
+@app.command("sweep")
+def sweep_cmd(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
+    k: Annotated[str, typer.Option(help="Numbers of experts (1: the dense run).")] = "1,2,4,8",
+    methods: Annotated[str, typer.Option(help="Allocation methods.")] = "typology,tfidf",
+    router: Annotated[RouterName, typer.Option(help="How the ensembles are scored.")
+                      ] = "posterior",
+    top_k: Annotated[int | None, typer.Option(help="Keep the k largest α (0: all experts).")
+                     ] = 1,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value")] = None,
+) -> None:  # fmt: skip
+    """The best-k study: the same total budget for every k and both allocation methods, in the
+    config's run directory (finished stages are re-used); writes RUN_DIR/sweep/."""
+    from xelm.config import RouterChoice, load_config
+    from xelm.sweep import run_sweep
+
+    try:
+        ks = [int(x) for x in k.split(",")]
+    except ValueError:
+        raise XelmError(f"--k {k!r}: expected numbers separated by commas, e.g. 1,2,4,8") from None
+    cfg = load_config(config, set_)
+    choice = RouterChoice(RouterName(router).value, top_k=top_k or None)
+    out = run_sweep(cfg, ks, _split_list(methods), choice, log=console.print)
+    console.print(Markdown((out / "sweep.md").read_text().split("![")[0]))
+    console.print(f"{out / 'k_sweep.png'}, {out / 'sweep.json'}")
 
 
 def finished_experts(folder: Path) -> list:

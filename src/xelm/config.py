@@ -168,14 +168,15 @@ class RouterChoice:
 
 
 def _demo_routers() -> list[RouterChoice]:
-    return [RouterChoice("prior"), RouterChoice("posterior"), RouterChoice("tfidf", top_k=1),
-            RouterChoice("lid", top_k=1)]  # fmt: skip
+    return [RouterChoice("posterior"), RouterChoice("tfidf", top_k=1), RouterChoice("lid", top_k=1),
+            RouterChoice("prior")]  # fmt: skip
 
 
 @dataclass(config=STRICT)
 class EnsembleConfig:
     """Stage 3: an X-ELM ensemble per allocation, scored with each router, and BTM's merge."""
 
+    # each evaluated for every allocation it applies to; the first is the one plotted
     routers: list[RouterChoice] = dataclasses.field(default_factory=_demo_routers)
     prior_docs: int = 20  # validation documents per language for the cached prior
     route_tokens: int = 32  # prefix routers: each document's head that routes it

@@ -159,10 +159,9 @@ def score_texts_routed(
     with model.routing(model.posterior_router(), None):
         for i in range(0, len(heads), batch_size):
             ids, mask, target_mask = _pad(heads[i : i + batch_size], _separator(tokenizer), device)
-            out = model(input_ids=ids, attention_mask=mask, use_cache=True)
-            score.nll += F.nll_loss(out.logits[:, :-1][target_mask], ids[:, 1:][target_mask],
-                                    reduction="sum").item()  # fmt: skip
-            posterior = model.router.posterior(out.cache.loglik)  # after the whole head
+            logp, posterior = model.score(ids, mask, F.pad(target_mask, (0, 1)),
+                                          return_posterior=True)  # fmt: skip
+            score.nll -= logp.sum().item()
             routed = model.route(ids, mask, router=router) if router.reads_prefix else None
             log_alpha += list(routed if routed is not None else posterior)
     pieces = [(w, n, a) for ids, a in zip(docs, log_alpha, strict=True)

@@ -33,7 +33,8 @@ from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.experts import BranchSpec, expert_folders, plan_experts, train_dense
 from xelm.launch import LaunchSpec, launch
 from xelm.paths import atomic_write_text
-from xelm.results import write_results
+from xelm.report import write_report
+from xelm.results import collect
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
 from xelm.train import train
 
@@ -59,7 +60,8 @@ def is_done(folder: Path, key: str) -> bool:
     return info.get("key") == key and info.get("done", True)
 
 
-def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
+def stages(cfg: RunConfig, log: Callable[[str], None] = print,
+           report: bool = True) -> list[Stage]:  # fmt: skip
     """The run's stages in order, each with the fingerprint that decides whether it is stale."""
     run = Path(cfg.run_dir)
     d, t, e = cfg.data, cfg.tokenizer, cfg.eval
@@ -171,12 +173,17 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print) -> list[Stage]:
     eval_keys = {}
     for name, (path, how, key) in models.items():
         eval_keys[name] = fingerprint("eval", name, key, sets_key, how)
-        build = functools.partial(_evaluate, path, sets, d.train_langs, e.max_docs, how,
+        build = functools.partial(_evaluate, name, path, sets, d.train_langs, e.max_docs, how,
                                   None if path else unigram, log)  # fmt: skip
         out.append(Stage(f"eval {name}", f"eval/{name}.json", build, eval_keys[name]))
+    # the report: results.json, report.md/.html and plots; X-ELMs plotted with their first router
+    plotted = [name for name in ("seed", "dense") if name in models]
+    for alloc in cfg.allocations if cfg.ensembles is not None and cfg.experts is not None else []:
+        plotted += [n for n in models if n.startswith(f"{alloc.name}/")][:1]
     files = {name: run / "eval" / f"{name}.json" for name in models}
-    build = lambda f: write_results(f, files)  # noqa: E731
-    out.append(Stage("results", "eval/results.json", build, fingerprint("results", eval_keys)))
+    build = functools.partial(_report, run, files, d.train_langs, plotted)
+    if report:
+        out.append(Stage("report", "report.md", build, fingerprint("report", eval_keys, plotted)))
     return out
 
 
@@ -218,21 +225,27 @@ def _merge(run: Path, name: str, folder: Path) -> None:
     merge_average(expert_folders(run / "experts" / name), folder)
 
 
-def _evaluate(path: Path | None, sets: dict, langs: list[str], max_docs: int | None, how: dict,
-              unigram: tuple | None, log, out: Path) -> None:  # fmt: skip
+def _evaluate(name: str, path: Path | None, sets: dict, langs: list[str], max_docs: int | None,
+              how: dict, unigram: tuple | None, log, out: Path) -> None:  # fmt: skip
     """{test set: {lang: scores}} of one model (`unigram`: (tokenizer, training corpus) of the
     unigram baseline instead)."""
     results = {}
-    for name, (corpus_dir, split) in sets.items():
-        log(f"  {out.stem}: {name} ({corpus_dir}, {split})")
+    for set_name, (corpus_dir, split) in sets.items():
+        log(f"  {name}: {set_name} ({corpus_dir}, {split})")
         if unigram is not None:
             tokenizer, train_corpus = unigram
-            results[name] = unigram_baseline(tokenizer, corpus_dir, split, langs, max_docs,
-                                             train_corpus_dir=train_corpus)  # fmt: skip
+            results[set_name] = unigram_baseline(tokenizer, corpus_dir, split, langs, max_docs,
+                                                 train_corpus_dir=train_corpus)  # fmt: skip
         else:
-            results[name] = evaluate_model(path, corpus_dir, split, langs, max_docs=max_docs,
-                                           **how)  # fmt: skip
+            results[set_name] = evaluate_model(path, corpus_dir, split, langs,
+                                               max_docs=max_docs, **how)  # fmt: skip
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+
+
+def _report(run: Path, files: dict[str, Path], langs: list[str], plotted: list[str],
+            out: Path) -> None:  # fmt: skip
+    write_report(run, collect(files), langs, plotted, out,
+                 title=f"X-ELM run report: {run}")  # fmt: skip
 
 
 def _clear(folder: Path) -> None:
@@ -244,17 +257,19 @@ def _clear(folder: Path) -> None:
             path.unlink()
 
 
-def run(cfg: RunConfig, log: Callable[[str], None] = print) -> dict[str, str]:
+def run(cfg: RunConfig, log: Callable[[str], None] = print, report: bool = True) -> dict[str, str]:
     """Run every stage that is not done yet; returns {stage: 'built' | 'skipped'}.
+    `report=False` (e.g. a sweep over the run's folder): no report, and config.yaml is kept.
 
     A stage is stamped as started (with its key) before it builds and as done after: an
     interrupted stage with the same key resumes from what it left (seed and expert checkpoints,
     finished experts), while one started with other settings is cleared first."""
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    if report:
+        dump_config(cfg, run_dir / "config.yaml")
     status = {}
-    for stage in stages(cfg, log):
+    for stage in stages(cfg, log, report):
         folder = run_dir / stage.folder
         if is_done(folder, stage.key):
             log(f"[{stage.name}] up to date: {folder}")

@@ -1,25 +1,18 @@
-"""The run's results: every model's per-language scores in one JSON, and tables to read.
-
-`eval/results.json` is `{"sets": {test set: {model: {lang: scores}}}}`; models are named
-`seed`, `unigram`, `dense`, `<allocation>/<router>` (an X-ELM ensemble scored with that router)
-and `merged/<allocation>` (BTM's parameter average).
-"""
+"""Per-language scores of many models: gathered from the evaluation files, and as tables."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from xelm.paths import atomic_write_text
 
-
-def collect(files: dict[str, Path]) -> dict:
-    """{"sets": {set: {model: {lang: scores}}}} from one `{set: {lang: scores}}` file per model."""
+def collect(files: dict[str, Path]) -> dict[str, dict]:
+    """{test set: {model: {lang: scores}}} from one `{test set: {lang: scores}}` file per model."""
     sets: dict[str, dict] = {}
     for model, path in files.items():
         for set_name, scores in json.loads(Path(path).read_text()).items():
             sets.setdefault(set_name, {})[model] = scores
-    return {"sets": sets}
+    return sets
 
 
 def mean_bits(scores: dict[str, dict]) -> float:
@@ -52,21 +45,3 @@ def markdown_table(models: dict[str, dict], baseline: str | None = "dense") -> s
             wins.append("" if n == baseline else f"{won}/{len(common)}")
         lines.append(f"| better than {baseline} | " + " | ".join(wins) + " |")
     return "\n".join(lines) + "\n"
-
-
-def results_markdown(results: dict) -> str:
-    titles = {"in_domain": "In-domain test pages", "udhr": "UDHR (out of domain)"}
-    parts = []
-    for set_name, models in results["sets"].items():
-        parts.append(f"### {titles.get(set_name, set_name)}: bits per byte (lower is better)\n")
-        parts.append(markdown_table(models))
-    return "\n".join(parts)
-
-
-def write_results(out: str | Path, files: dict[str, Path]) -> dict:
-    """`results.json` at `out` and the same as Markdown tables beside it (`results.md`)."""
-    out = Path(out)
-    results = collect(files)
-    atomic_write_text(out.with_suffix(".md"), results_markdown(results))
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    return results

@@ -271,11 +271,15 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     @torch.no_grad()
     def score(self, input_ids, attention_mask, score_mask,
-              expert_log_weights: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+              expert_log_weights: torch.Tensor | None = None,
+              return_posterior: bool = False):  # fmt: skip
         """log p(x_{t+1} | x_≤t) of the mixture at the positions of `score_mask` (batch, time),
         flattened: what an evaluator needs. Only the experts' log-partition and the target's
         logit are needed per expert (the mixture's full distribution never is), so this costs
-        what scoring each expert alone costs."""
+        what scoring each expert alone costs.
+
+        `return_posterior` (per-token posterior only): also the posterior log α (batch, experts)
+        after every scored token, e.g. to route the rest of a document by its head."""
         k = len(self.experts)
         targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
 
@@ -306,7 +310,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         temperature = getattr(self.router, "temperature", 1.0) or 1.0
         log_alpha = top_k(self.router.posterior(seen.cumsum(1), temperature),
                           self.config.top_experts)  # fmt: skip
-        return (log_alpha + lp).logsumexp(-1)[score_mask]
+        mixture = (log_alpha + lp).logsumexp(-1)[score_mask]
+        if not return_posterior:
+            return mixture
+        scored = (lp * score_mask[:, :, None].to(lp.dtype)).sum(1)
+        return mixture, self.router.posterior(scored, temperature)
 
     # --- generation plumbing -----------------------------------------------------------------
 

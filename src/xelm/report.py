@@ -1,0 +1,261 @@
+"""The run's report: `results.json` (every model × language × test set, plus training costs),
+`report.md` and `report.html` (tables, plots and a summary written from the numbers), `plots/`.
+
+Models are named `seed`, `unigram`, `dense`, `<allocation>/<router>` (an X-ELM ensemble scored
+with that router) and `merged/<allocation>`. The plots show one router per allocation (the
+first of the config's routers that applies to it), the tables all of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+from xelm.paths import atomic_write_text
+from xelm.results import markdown_table, mean_bits
+
+SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
+
+
+def model_kind(name: str) -> str:
+    if name in ("seed", "dense", "unigram"):
+        return name
+    return "merged" if name.startswith("merged/") else "x-elm"
+
+
+def _train_info(folder: Path) -> dict:
+    path = folder / "xelm_train.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def training_costs(run_dir: Path, models: list[str]) -> dict[str, dict]:
+    """Tokens and seconds each model was trained for after the seed (the seed's own cost is
+    the `seed` entry, shared by every model branched from it). An ensemble's experts train
+    independently: `seconds` is their sum (one machine), `parallel_seconds` the longest one
+    (as many machines as experts)."""
+    seed = _train_info(run_dir / "seed")
+    costs: dict[str, dict] = {}
+    for name in models:
+        kind = model_kind(name)
+        if kind == "seed":
+            costs[name] = {"tokens": seed.get("tokens", 0), "seconds": seed.get("seconds", 0)}
+        elif kind == "dense":
+            info = _train_info(run_dir / "dense")
+            costs[name] = {"tokens": info["tokens"], "seconds": info["seconds"]}
+        elif kind in ("x-elm", "merged"):
+            alloc = name.split("/")[1] if kind == "merged" else name.split("/")[0]
+            experts = sorted((run_dir / "experts" / alloc).glob("expert_??"))
+            infos = [_train_info(e) for e in experts]
+            costs[name] = {
+                "tokens": sum(i["tokens"] for i in infos),
+                "seconds": round(sum(i["seconds"] for i in infos), 2),
+                "parallel_seconds": max(i["seconds"] for i in infos),
+                "experts": len(infos),
+            }
+        else:
+            costs[name] = {"tokens": 0, "seconds": 0}
+        if kind not in ("seed", "unigram"):
+            costs[name]["seed_tokens"] = seed.get("tokens", 0)
+    return costs
+
+
+def build_results(run_dir: Path, scores: dict, langs: list[str], plotted: list[str]) -> dict:
+    """`scores`: {test set: {model: {lang: scores}}} (`xelm.results.collect`)."""
+    models = list(next(iter(scores.values())))
+    costs = training_costs(run_dir, models)
+    out: dict = {"train_langs": langs, "sets": list(scores), "plotted": plotted, "models": {}}
+    for name in models:
+        entry = {"kind": model_kind(name), "cost": costs[name]}
+        if entry["kind"] == "x-elm":
+            entry["allocation"], entry["router"] = name.split("/", 1)
+        for set_name, by_model in scores.items():
+            entry[set_name] = by_model[name]
+        out["models"][name] = entry
+    return out
+
+
+# --- numbers → words --------------------------------------------------------------------------
+
+
+def relative(results: dict, name: str, set_name: str, baseline: str = "dense") -> dict[str, float]:
+    """Per language: the model's bits/byte relative to the baseline's (−0.03: 3 % better)."""
+    a, b = results["models"][name][set_name], results["models"][baseline][set_name]
+    return {lang: a[lang]["bits_per_byte"] / b[lang]["bits_per_byte"] - 1 for lang in b}
+
+
+def summary(results: dict) -> list[str]:
+    """One honest sentence per (X-ELM or merged model, test set): wins over dense, by how much."""
+    lines = []
+    models = results["models"]
+    if "dense" not in models:
+        return lines
+    for set_name in results["sets"]:
+        dense_mean = mean_bits(models["dense"][set_name])
+        for name in results["plotted"]:
+            if name in ("seed", "dense"):
+                continue
+            rel = relative(results, name, set_name)
+            wins = [lang for lang, r in rel.items() if r < 0]
+            losses = sorted((lang for lang in rel if lang not in wins), key=lambda x: -rel[x])
+            mean = mean_bits(models[name][set_name])
+            text = (f"**{name}**, {SET_TITLES.get(set_name, set_name)}: better than dense on "
+                    f"{len(wins)}/{len(rel)} languages; mean {mean:.3f} vs {dense_mean:.3f} "
+                    f"bits/byte ({mean / dense_mean - 1:+.1%}); per language from "
+                    f"{min(rel.values()):+.1%} to {max(rel.values()):+.1%}")  # fmt: skip
+            if losses:
+                text += ". Worse on " + ", ".join(f"{x} ({rel[x]:+.1%})" for x in losses)
+            lines.append(text + ".")
+    return lines
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bits_per_byte(results: dict, set_name: str, path: Path) -> None:
+    """Grouped bars: bits/byte per language, seed vs dense vs the X-ELMs (lower is better)."""
+    plt = _plt()
+    names = results["plotted"]
+    langs = results["train_langs"]
+    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(langs) + 2), 4.2))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [results["models"][name][set_name][lang]["bits_per_byte"] for lang in langs]
+        ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))], values,
+               width, label=name)  # fmt: skip
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_ylabel("bits per byte (lower is better)")
+    low = min(
+        results["models"][n][set_name][lang]["bits_per_byte"] for n in names for lang in langs
+    )
+    ax.set_ylim(bottom=0.85 * low)
+    ax.set_title(f"Bits per byte per language, {SET_TITLES.get(set_name, set_name)}")
+    ax.legend(fontsize=8, ncol=len(names))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_improvement(results: dict, path: Path) -> None:
+    """Relative change of bits/byte against the dense baseline, per language and test set."""
+    plt = _plt()
+    names = [n for n in results["plotted"] if n not in ("seed", "dense")]
+    langs = results["train_langs"]
+    sets = results["sets"]
+    fig, axes = plt.subplots(len(sets), 1, figsize=(max(8, 0.75 * len(langs) + 2),
+                                                    3.2 * len(sets)), squeeze=False)  # fmt: skip
+    width = 0.8 / max(1, len(names))
+    for ax, set_name in zip(axes[:, 0], sets, strict=True):
+        for i, name in enumerate(names):
+            rel = relative(results, name, set_name)
+            ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
+                   [100 * rel[lang] for lang in langs], width, label=name)  # fmt: skip
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(langs)), langs)
+        ax.set_ylabel("% vs dense")
+        ax.set_title(f"Bits/byte relative to the dense baseline (below 0: better), "
+                     f"{SET_TITLES.get(set_name, set_name)}")  # fmt: skip
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=8, ncol=max(1, len(names)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def _cost_table(results: dict) -> str:
+    """One row for the seed, the dense run and each allocation's experts (routers share them)."""
+    lines = ["| model | training tokens | seconds (one machine) | seconds (experts in parallel) |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    allocations = set()
+    for name, m in results["models"].items():
+        if m["kind"] in ("seed", "dense"):
+            label = name
+        elif m["kind"] == "x-elm" and m["allocation"] not in allocations:
+            allocations.add(m["allocation"])
+            label = f"{m['allocation']} (X-ELM experts)"
+        else:
+            continue
+        c = m["cost"]
+        parallel = f"{c['parallel_seconds']:.0f}" if "parallel_seconds" in c else ""
+        lines.append(f"| {label} | {c['tokens']:,} | {c['seconds']:.0f} | {parallel} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(results: dict, plots: dict[str, str], title: str) -> str:
+    parts = [f"# {title}\n"]
+    parts.append("## Summary\n")
+    parts += [f"- {line}" for line in summary(results)] or ["- (no dense baseline to compare)"]
+    parts.append("")
+    for set_name in results["sets"]:
+        scores = {n: m[set_name] for n, m in results["models"].items()}
+        parts.append(f"## Bits per byte, {SET_TITLES.get(set_name, set_name)} (lower is better)\n")
+        parts.append(markdown_table(scores))
+        if set_name in plots:
+            parts.append(f"![bits per byte, {set_name}]({plots[set_name]})\n")
+    if "improvement" in plots:
+        parts.append("## Relative to the dense baseline\n")
+        parts.append(f"![improvement over dense]({plots['improvement']})\n")
+    parts.append("## Training cost (after the seed; the seed's own is its row)\n")
+    parts.append(_cost_table(results))
+    parts.append("Models: `seed` (every expert's starting point), `dense` (the seed trained on "
+                 "all data for the experts' total budget: the compute-matched k=1 baseline), "
+                 "`<allocation>/<router>` (the allocation's experts as one X-ELM, α set by the "
+                 "router), `merged/<allocation>` (BTM's parameter average of those experts), "
+                 "`unigram` (per-language token frequencies: the bar to clear).\n")  # fmt: skip
+    return "\n".join(parts)
+
+
+def markdown_to_html(markdown: str, base: Path, title: str) -> str:
+    """The report as one self-contained HTML page (images embedded as data URIs)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+
+    def embed(match: re.Match) -> str:
+        path = base / match.group(1)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+             "padding:2px 6px;text-align:right}td:first-child{text-align:left}"
+             "img{max-width:100%}")  # fmt: skip
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n{body}</body></html>\n")  # fmt: skip
+
+
+def write_report(run_dir: str | Path, scores: dict, langs: list[str], plotted: list[str],
+                 out: str | Path, title: str = "X-ELM run report") -> dict:  # fmt: skip
+    """`results.json`, `report.md`, `report.html` and `plots/` in `run_dir`; `out` (the
+    report.md path) is written last, so its presence means the report is complete."""
+    run_dir, out = Path(run_dir), Path(out)
+    results = build_results(run_dir, scores, langs, plotted)
+    plots_dir = run_dir / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    plots = {}
+    for set_name in results["sets"]:
+        plot_bits_per_byte(results, set_name, plots_dir / f"bits_per_byte_{set_name}.png")
+        plots[set_name] = f"plots/bits_per_byte_{set_name}.png"
+    if "dense" in results["models"] and len(plotted) > 2:
+        plot_improvement(results, plots_dir / "improvement_over_dense.png")
+        plots["improvement"] = "plots/improvement_over_dense.png"
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    markdown = report_markdown(results, plots, title)
+    atomic_write_text(run_dir / "report.html", markdown_to_html(markdown, run_dir, title))
+    atomic_write_text(out, markdown)
+    return results
