@@ -157,8 +157,11 @@ def score_texts_routed(
     heads = [(ids[: route_tokens + 1], len(ids[: route_tokens + 1]) - 1) for ids in docs]
     log_alpha = []
     with model.routing(model.posterior_router(), None):
-        for i in range(0, len(heads), batch_size):
-            ids, mask, target_mask = _pad(heads[i : i + batch_size], _separator(tokenizer), device)
+        # heads are short: batch as many tokens as a batch of windows holds (small matmuls are
+        # slow, and every expert runs on every head)
+        per_batch = max(batch_size, batch_size * context // (route_tokens + 1))
+        for i in range(0, len(heads), per_batch):
+            ids, mask, target_mask = _pad(heads[i : i + per_batch], _separator(tokenizer), device)
             logp, posterior = model.score(ids, mask, F.pad(target_mask, (0, 1)),
                                           return_posterior=True)  # fmt: skip
             score.nll -= logp.sum().item()
