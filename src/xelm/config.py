@@ -36,6 +36,17 @@ class DataConfig:
     validation_fraction: float = 0.05  # of each language's pages (by hash of the page id)
     test_fraction: float = 0.05
     udhr: bool = True  # also build the UDHR out-of-domain test set
+    # Any other corpus instead of the demo's (as `xelm data import`): files, folders or hf:NAME
+    # hub datasets; only train_langs and heldout_langs are kept. Hub datasets are read per
+    # config (default: one per language, as mC4's), which names the records' language.
+    sources: list[str] | None = None
+    hf_configs: list[str] | None = None
+    hf_split: str = "train"
+    text_field: str = "text"
+    lang_field: str = "lang"
+    id_field: str = "id"
+    max_docs_per_lang: int | None = None
+    license: str = "unknown"  # of the sources, for the manifest
 
 
 @dataclass(config=STRICT)

@@ -25,8 +25,8 @@ from xelm.config import (
     fingerprint,
     to_dict,
 )
-from xelm.corpus import SplitFractions
-from xelm.data.build import build_demo_corpus, build_udhr_corpus
+from xelm.corpus import SourceOptions, SplitFractions
+from xelm.data.build import build_demo_corpus, build_udhr_corpus, import_corpus
 from xelm.data.libreoffice import DemoFilter
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
@@ -36,7 +36,7 @@ from xelm.paths import atomic_write_text
 from xelm.report import write_report
 from xelm.results import collect
 from xelm.tokenizer import TokenizerSpec, train_tokenizer
-from xelm.train import train
+from xelm.train import TRAIN_INFO, train
 
 
 @dataclass
@@ -70,9 +70,19 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
     corpus_key = fingerprint(
         "corpus", d.train_langs, d.heldout_langs, d.min_translated_share, d.min_bytes,
         d.validation_fraction, d.test_fraction,
+        *([] if d.sources is None else [d.sources, d.hf_configs, d.hf_split, d.text_field,
+                                        d.lang_field, d.id_field, d.max_docs_per_lang]),
     )  # fmt: skip
 
     def corpus(folder: Path) -> None:
+        if d.sources is not None:  # any corpus (e.g. mC4 from the hub) instead of the demo's
+            langs = d.train_langs + d.heldout_langs
+            opts = SourceOptions(None, d.text_field, d.lang_field, d.id_field,
+                                 d.hf_configs or langs, d.hf_split)  # fmt: skip
+            splits = SplitFractions(d.validation_fraction, d.test_fraction)
+            import_corpus(d.sources, folder, opts, splits, d.max_docs_per_lang, d.license,
+                          d.train_langs, d.heldout_langs)  # fmt: skip
+            return
         build_demo_corpus(
             folder,
             d.train_langs,
@@ -105,8 +115,11 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
     )
     settings = {k: v for k, v in to_dict(seed).items() if k not in TRAIN_FIELDS_WITHOUT_EFFECT}
     seed_key = fingerprint("seed", corpus_key, tokenizer_key, settings)
-    # resume=True: an interrupted seed run continues from its last checkpoint
-    out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
+    if seed.init is not None and seed.max_tokens == 0:  # a pretrained seed (XGLM in the paper)
+        seed_key = fingerprint("seed", seed.init, tokenizer_key)
+        out.append(Stage("seed", "seed", functools.partial(_pretrained_seed, seed), seed_key))
+    else:  # resume=True: an interrupted seed run continues from its last checkpoint
+        out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
     # models to evaluate: name → (folder, how to load it, fingerprint); None: the unigram
     models: dict[str, tuple[Path | None, dict, str]] = {
         "seed": (run / "seed", {}, seed_key),
@@ -185,6 +198,19 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
     if report:
         out.append(Stage("report", "report.md", build, fingerprint("report", eval_keys, plotted)))
     return out
+
+
+def _pretrained_seed(seed, folder: Path) -> None:
+    """Use an existing multilingual LM (a folder or hub name) as the seed, saved as the run's
+    `seed/` with its training record, so experts and the dense run branch from it alike."""
+    from xelm.models import check_vocab, load_model, save_model
+    from xelm.tokenizer import load_tokenizer
+
+    model = load_model(seed.init)
+    tokenizer = load_tokenizer(seed.tokenizer or seed.init)
+    check_vocab(model, tokenizer, where=seed.init)
+    record = {"pretrained": seed.init, "tokens": 0, "seconds": 0, "steps": 0}
+    save_model(model, tokenizer, folder, {TRAIN_INFO: json.dumps(record, indent=2)})
 
 
 def _allocate(corpus: Path, a: AllocationConfig, folder: Path) -> None:

@@ -26,7 +26,9 @@ def model_kind(name: str) -> str:
 
 
 def _train_info(folder: Path) -> dict:
-    path = folder / "xelm_train.json"
+    from xelm.train import TRAIN_INFO
+
+    path = folder / TRAIN_INFO
     return json.loads(path.read_text()) if path.exists() else {}
 
 

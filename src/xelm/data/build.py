@@ -87,8 +87,11 @@ def import_corpus(
     splits: SplitFractions | None = None,
     max_docs_per_lang: int | None = None,
     license: str = "unknown",
+    train_langs: list[str] | None = None,
+    heldout_langs: list[str] | None = None,
 ) -> int:
-    """Normalise documents from any readable sources into an xelm corpus folder."""
+    """Normalise documents from any readable sources into an xelm corpus folder. With
+    `train_langs` (and `heldout_langs`), documents of other languages are skipped."""
     # the cap also stops streaming each hub config early
     opts = dataclasses.replace(opts or SourceOptions(), max_docs=max_docs_per_lang)
     if not sources:
@@ -96,13 +99,22 @@ def import_corpus(
     per_lang: dict[str, int] = {}
     written = 0
     with CorpusWriter(out, splits=splits) as writer:
+        keep = None if train_langs is None else {*train_langs, *(heldout_langs or [])}
         for source in sources:
             for doc in read_source(source, opts):
+                if keep is not None and doc.lang not in keep:
+                    continue
                 if max_docs_per_lang is not None and per_lang.get(doc.lang, 0) >= max_docs_per_lang:
                     continue
                 if writer.write(doc):
                     per_lang[doc.lang] = per_lang.get(doc.lang, 0) + 1
                     written += 1
         writer.sources = [{"name": s, "license": license} for s in sources]
-        writer.extra = {"train_langs": sorted(per_lang), "heldout_langs": []}
+        if train_langs is None:
+            writer.extra = {"train_langs": sorted(per_lang), "heldout_langs": []}
+        else:
+            if missing := sorted(lang for lang in keep if lang not in per_lang):
+                raise XelmError(f"{', '.join(sources)}: no documents in {', '.join(missing)}")
+            writer.extra = {"train_langs": list(train_langs),
+                            "heldout_langs": list(heldout_langs or [])}  # fmt: skip
     return written

@@ -1,0 +1,56 @@
+"""`xelm run` on any corpus with an existing model as the seed (the real-scale code path: mC4 +
+XGLM), here on local synthetic data and a tiny model, offline."""
+
+import json
+from pathlib import Path
+
+from xelm.config import load_config
+from xelm.pipeline import run, stages
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def test_real_scale_config_plans_every_stage():
+    cfg = load_config(CONFIGS / "xglm-mc4.yaml")
+    names = [s.name for s in stages(cfg, log=lambda _: None)]
+    assert names[:3] == ["corpus", "udhr", "seed"]  # no tokenizer stage: XGLM's own
+    assert {"experts typology-k8", "experts tfidf-k8", "dense", "report"} <= set(names)
+    assert "eval tfidf-k8/tfidf" in names and "eval typology-k8/tfidf" not in names
+    assert cfg.seed.init == "facebook/xglm-1.7B" and cfg.seed.max_tokens == 0
+
+
+def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
+    from conftest import synthetic_docs
+
+    root, seed, _ = branch_setup
+    source = tmp_path / "docs.jsonl"
+    docs = synthetic_docs(pages=120, seed=3)
+    records = [{"id": d.id, "lang": d.lang, "text": d.text} for d in docs]
+    records.append({"id": "x", "lang": "fr", "text": "un document dans une autre langue"})
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    overrides = [
+        f"run_dir={tmp_path / 'run'}", f"data.sources=[{source}]",
+        "data.train_langs=[en, ru, ja]", "data.heldout_langs=[]", "data.udhr=false",
+        "data.validation_fraction=0.1", "data.test_fraction=0.1",
+        f"tokenizer.pretrained={seed}", f"seed.init={seed}", "seed.max_tokens=0",
+        "allocations=[{method: typology, k: 2}]",
+        "experts.tokens=2048", "experts.train.seq_len=32", "experts.train.micro_batch_size=4",
+        "ensembles.routers=[{router: posterior}, {router: lid, top_k: 1}]",
+        "ensembles.prior_docs=3", "eval.max_docs=3",
+    ]  # fmt: skip
+    cfg = load_config(CONFIGS / "tiny.yaml", overrides)
+    status = run(cfg, log=lambda _: None)
+    assert set(status.values()) == {"built"} and "tokenizer" not in status
+
+    run_dir = Path(cfg.run_dir)
+    manifest = json.loads((run_dir / "corpus" / "manifest.json").read_text())
+    assert manifest["train_langs"] == ["en", "ru", "ja"]  # fr was not asked for
+    assert set(manifest["languages"]) == {"en", "ru", "ja"}
+    # the seed is the given model, unchanged
+    seed_weights = (Path(seed) / "model.safetensors").read_bytes()
+    assert (run_dir / "seed" / "model.safetensors").read_bytes() == seed_weights
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["models"]) == ["seed", "unigram", "dense", "typology-k2/posterior",
+                                       "typology-k2/lid-top1", "merged/typology-k2"]  # fmt: skip
+    assert results["models"]["seed"]["cost"] == {"tokens": 0, "seconds": 0}
+    assert run(cfg, log=lambda _: None) == dict.fromkeys(status, "skipped")
