@@ -228,9 +228,13 @@ def tokenizer_show(
     console.print(fertility_table(load_tokenizer(tokenizer), corpus, split))
 
 
+OutOpt = Annotated[Path | None, typer.Option(help="Run directory (default: the config's run_dir).")]
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
+    out: OutOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value")] = None,
 ) -> None:  # fmt: skip
     """Run every stage of a config; stages already built with the same settings are skipped."""
@@ -241,7 +245,7 @@ def run_cmd(
     from xelm.pipeline import run
     from xelm.tokenizer import load_tokenizer
 
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_, values={"run_dir": out and str(out)})
     run(cfg, log=console.print)
     run_dir = Path(cfg.run_dir)
     manifest = json.loads((run_dir / "corpus" / "manifest.json").read_text())
@@ -275,6 +279,7 @@ def sweep_cmd(
                       ] = "posterior",
     top_k: Annotated[int | None, typer.Option(help="Keep the k largest α (0: all experts).")
                      ] = 1,
+    out: OutOpt = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value")] = None,
 ) -> None:  # fmt: skip
     """The best-k study: the same total budget for every k and both allocation methods, in the
@@ -286,7 +291,7 @@ def sweep_cmd(
         ks = [int(x) for x in k.split(",")]
     except ValueError:
         raise XelmError(f"--k {k!r}: expected numbers separated by commas, e.g. 1,2,4,8") from None
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_, values={"run_dir": out and str(out)})
     choice = RouterChoice(RouterName(router).value, top_k=top_k or None)
     out = run_sweep(cfg, ks, _split_list(methods), choice, log=console.print)
     console.print(Markdown((out / "sweep.md").read_text().split("![")[0]))
