@@ -320,13 +320,15 @@ def test_routed_evaluation_scores_the_head_by_posterior_and_the_rest_by_the_rout
     tok = model.tokenizer
     text = next(iter(Corpus(lm_setup / "corpus").documents("test", ["ru"]))).text[:300]
     P = 8
-    got = score_texts_routed(model, tok, [text], context=400, route_tokens=P).nll
+    scored = score_texts_routed(model, tok, [text], context=400, route_tokens=P)
+    got = scored.nll
     ids = torch.tensor([[tok.eos_token_id, *tok(text, add_special_tokens=False).input_ids]])
     with model.routing(model.posterior_router(), None):
         head = model(input_ids=ids[:, : P + 1]).logits[0, :-1]
     want = F.cross_entropy(head, ids[0, 1 : P + 1], reduction="sum").item()
     alpha = model.route(ids[:, 1 : P + 1])  # the router reads the head's text
     expert = model.experts[int(alpha.argmax())]
+    assert scored.routed == [int(e == alpha.argmax()) for e in range(len(model.experts))]
     logp = expert(input_ids=ids).logits[0, :-1].log_softmax(-1)
     want += F.cross_entropy(logp[P:], ids[0, P + 1 :], reduction="sum").item()
     assert got == pytest.approx(want, rel=1e-5)

@@ -88,6 +88,9 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     report = (run_dir / "report.md").read_text()
     assert "| better than dense |" in report and "tfidf-k2/tfidf-top1" in report
     assert "better than dense on" in report  # the summary
+    routed = models["typology-k2/lid-top1"]["in_domain"]  # where each document was sent
+    assert all(sum(s["routed"]) == s["documents"] for s in routed.values())
+    assert "## Routing" in report and "went to the expert holding most" in report
     for png in ("bits_per_byte_in_domain", "bits_per_byte_udhr", "improvement_over_dense"):
         assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
         assert f"plots/{png}.png" in report

@@ -31,6 +31,7 @@ class LangScore:
     tokens: int = 0
     bytes: int = 0
     nll: float = 0.0  # nats, summed over tokens
+    routed: list[int] | None = None  # routed ensembles: documents whose largest α is expert e
 
     @property
     def perplexity(self) -> float:
@@ -41,7 +42,8 @@ class LangScore:
         return self.nll / math.log(2) / self.bytes if self.bytes else float("nan")
 
     def to_dict(self) -> dict[str, float]:
-        return {**asdict(self), "perplexity": round(self.perplexity, 4),
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return {**fields, "perplexity": round(self.perplexity, 4),
                 "bits_per_byte": round(self.bits_per_byte, 5)}  # fmt: skip
 
 
@@ -170,6 +172,8 @@ def score_texts_routed(
     pieces = [(w, n, a) for ids, a in zip(docs, log_alpha, strict=True)
               for w, n in windows(ids, context, stride, skip=route_tokens)]  # fmt: skip
     score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
+    top = torch.stack(log_alpha).argmax(-1)
+    score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
     return score
 
 

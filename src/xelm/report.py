@@ -112,6 +112,54 @@ def summary(results: dict) -> list[str]:
     return lines
 
 
+def training_shares(run_dir: Path, allocation: str) -> list[dict[str, float]]:
+    """Per expert of the allocation's ensemble: each language's share of its training documents
+    that the expert's cluster holds."""
+    clusters = json.loads((run_dir / "allocation" / allocation / "clusters.json").read_text())
+    ensemble = json.loads((run_dir / "ensembles" / allocation / "config.json").read_text())
+    totals: dict[str, int] = {}
+    for c in clusters["clusters"]:
+        for lang, stats in c["languages"].items():
+            totals[lang] = totals.get(lang, 0) + stats["documents"]
+    by_id = {c["id"]: c for c in clusters["clusters"]}
+    return [{lang: stats["documents"] / totals[lang]
+             for lang, stats in by_id[cluster]["languages"].items()}
+            for cluster in ensemble["expert_clusters"]]  # fmt: skip
+
+
+def routing_analysis(run_dir: Path, results: dict) -> list[str]:
+    """Where the routers sent each language's test documents, against where the language's
+    training documents went: the first thing to look at when an X-ELM loses a language."""
+    lines = []
+    for name, model in results["models"].items():
+        if model["kind"] != "x-elm":
+            continue
+        shares = training_shares(run_dir, model["allocation"])
+        for set_name in results["sets"]:
+            scores = model[set_name]
+            if not all("routed" in s for s in scores.values()):
+                continue  # a full mixture: no routing to report
+            home = {lang: max(range(len(shares)), key=lambda e: shares[e].get(lang, 0))
+                    for lang in scores}  # fmt: skip
+            at_home = sum(s["routed"][home[lang]] for lang, s in scores.items())
+            total = sum(s["documents"] for s in scores.values())
+            text = (f"**{name}**, {SET_TITLES.get(set_name, set_name)}: {at_home}/{total} "
+                    f"documents ({at_home / total:.0%}) went to the expert holding most of their "
+                    "language's training documents")  # fmt: skip
+            rel = relative(results, name, set_name) if "dense" in results["models"] else {}
+            notes = []
+            for lang in sorted((x for x in rel if rel[x] >= 0), key=lambda x: -rel[x]):
+                routed = scores[lang]["routed"]
+                where = ", ".join(f"{n} to expert {e} (holds {shares[e].get(lang, 0):.0%} of "
+                                  f"{lang}'s training documents)"
+                                  for e, n in enumerate(routed) if n)  # fmt: skip
+                notes.append(f"{lang} ({rel[lang]:+.1%} vs dense): {where}")
+            if notes:
+                text += ". Languages not better than dense: " + "; ".join(notes)
+            lines.append(text + ".")
+    return lines
+
+
 # --- plots -----------------------------------------------------------------------------------
 
 
@@ -197,7 +245,8 @@ def _cost_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(results: dict, plots: dict[str, str], title: str) -> str:
+def report_markdown(results: dict, plots: dict[str, str], title: str,
+                    analysis: list[str] | None = None) -> str:  # fmt: skip
     parts = [f"# {title}\n"]
     parts.append("## Summary\n")
     parts += [f"- {line}" for line in summary(results)] or ["- (no dense baseline to compare)"]
@@ -211,6 +260,10 @@ def report_markdown(results: dict, plots: dict[str, str], title: str) -> str:
     if "improvement" in plots:
         parts.append("## Relative to the dense baseline\n")
         parts.append(f"![improvement over dense]({plots['improvement']})\n")
+    if analysis:
+        parts.append("## Routing\n")
+        parts += [f"- {line}" for line in analysis]
+        parts.append("")
     parts.append("## Training cost (after the seed; the seed's own is its row)\n")
     parts.append(_cost_table(results))
     parts.append("Models: `seed` (every expert's starting point), `dense` (the seed trained on "
@@ -257,7 +310,7 @@ def write_report(run_dir: str | Path, scores: dict, langs: list[str], plotted: l
         plot_improvement(results, plots_dir / "improvement_over_dense.png")
         plots["improvement"] = "plots/improvement_over_dense.png"
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    markdown = report_markdown(results, plots, title)
+    markdown = report_markdown(results, plots, title, routing_analysis(run_dir, results))
     atomic_write_text(run_dir / "report.html", markdown_to_html(markdown, run_dir, title))
     atomic_write_text(out, markdown)
     return results
