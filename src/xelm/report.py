@@ -151,7 +151,7 @@ def routing_analysis(run_dir: Path, results: dict) -> list[str]:
             for lang in sorted((x for x in rel if rel[x] >= 0), key=lambda x: -rel[x]):
                 routed = scores[lang]["routed"]
                 where = ", ".join(f"{n} to expert {e} (holds {shares[e].get(lang, 0):.0%} of "
-                                  f"{lang}'s training documents)"
+                                  f"the {lang} training documents)"
                                   for e, n in enumerate(routed) if n)  # fmt: skip
                 notes.append(f"{lang} ({rel[lang]:+.1%} vs dense): {where}")
             if notes:
