@@ -47,6 +47,11 @@ class Stage:
     key: str  # fingerprint of the settings this stage depends on (its own and upstream)
 
 
+# A model to evaluate: its folder (None: the unigram baseline), how to load it (evaluate_model's
+# keyword arguments) and the fingerprint of what built it.
+Model = tuple[Path | None, dict, str]
+
+
 def _stamp_path(folder: Path) -> Path:
     """Written after the stage's folder is complete: without it the stage counts as not done."""
     return folder.parent / f".{folder.name}.stage.json"
@@ -120,8 +125,7 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
         out.append(Stage("seed", "seed", functools.partial(_pretrained_seed, seed), seed_key))
     else:  # resume=True: an interrupted seed run continues from its last checkpoint
         out.append(Stage("seed", "seed", lambda f: train(seed, resume=True), seed_key))
-    # models to evaluate: name → (folder, how to load it, fingerprint); None: the unigram
-    models: dict[str, tuple[Path | None, dict, str]] = {
+    models: dict[str, Model] = {
         "seed": (run / "seed", {}, seed_key),
         "unigram": (None, {}, fingerprint("unigram", corpus_key, tokenizer_key)),
     }
@@ -155,27 +159,7 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
             models["dense"] = (run / "dense", {}, key)
 
     if cfg.ensembles is not None and cfg.experts is not None:
-        ens = cfg.ensembles
-        for alloc in cfg.allocations:
-            name = alloc.name
-            key = fingerprint("ensemble", experts_keys[name], ens.prior_docs)
-            build = functools.partial(_ensemble, run, name, ens.prior_docs)
-            out.append(Stage(f"ensemble {name}", f"ensembles/{name}", build, key))
-            for choice in ens.routers:
-                if choice.router == "tfidf" and alloc.method != "tfidf":
-                    continue  # the TF-IDF router needs a TF-IDF allocation's state
-                how = {
-                    "router": choice.router,
-                    "top_experts": choice.top_k,
-                    "temperature": choice.temperature,
-                    "route_tokens": ens.route_tokens,
-                }
-                models[f"{name}/{choice.name}"] = (run / "ensembles" / name, how, key)
-            if ens.merge:
-                key = fingerprint("merged", experts_keys[name])
-                build = functools.partial(_merge, run, name)
-                out.append(Stage(f"merged {name}", f"merged/{name}", build, key))
-                models[f"merged/{name}"] = (run / "merged" / name, {}, key)
+        out += _ensemble_stages(cfg, experts_keys, models)
 
     # evaluation: one stage per model (and router), so adding one scores only that one
     sets = {"in_domain": (run / "corpus", e.split)}
@@ -189,14 +173,38 @@ def stages(cfg: RunConfig, log: Callable[[str], None] = print,
         build = functools.partial(_evaluate, name, path, sets, d.train_langs, e.max_docs, how,
                                   None if path else unigram, log)  # fmt: skip
         out.append(Stage(f"eval {name}", f"eval/{name}.json", build, eval_keys[name]))
-    # the report: results.json, report.md/.html and plots; X-ELMs plotted with their first router
-    plotted = [name for name in ("seed", "dense") if name in models]
-    for alloc in cfg.allocations if cfg.ensembles is not None and cfg.experts is not None else []:
-        plotted += [n for n in models if n.startswith(f"{alloc.name}/")][:1]
-    files = {name: run / "eval" / f"{name}.json" for name in models}
-    build = functools.partial(_report, run, files, d.train_langs, plotted)
-    if report:
+    if report:  # results.json, report.md/.html and plots; X-ELMs plotted with their first router
+        plotted = [name for name in ("seed", "dense") if name in models]
+        for alloc in cfg.allocations:
+            plotted += [n for n in models if n.startswith(f"{alloc.name}/")][:1]
+        files = {name: run / "eval" / f"{name}.json" for name in models}
+        build = functools.partial(_report, run, files, d.train_langs, plotted)
         out.append(Stage("report", "report.md", build, fingerprint("report", eval_keys, plotted)))
+    return out
+
+
+def _ensemble_stages(cfg: RunConfig, experts_keys: dict[str, str],
+                     models: dict[str, Model]) -> list[Stage]:  # fmt: skip
+    """Per allocation: the ensemble folder and the merged model; adds what to evaluate (the
+    ensemble once per router that applies, the merged model) to `models`."""
+    run, ens = Path(cfg.run_dir), cfg.ensembles
+    out = []
+    for alloc in cfg.allocations:
+        name = alloc.name
+        key = fingerprint("ensemble", experts_keys[name], ens.prior_docs)
+        build = functools.partial(_ensemble, run, name, ens.prior_docs)
+        out.append(Stage(f"ensemble {name}", f"ensembles/{name}", build, key))
+        for choice in ens.routers:
+            if choice.router == "tfidf" and alloc.method != "tfidf":
+                continue  # the TF-IDF router needs a TF-IDF allocation's state
+            how = {"router": choice.router, "top_experts": choice.top_k,
+                   "temperature": choice.temperature, "route_tokens": ens.route_tokens}  # fmt: skip
+            models[f"{name}/{choice.name}"] = (run / "ensembles" / name, how, key)
+        if ens.merge:
+            key = fingerprint("merged", experts_keys[name])
+            build = functools.partial(_merge, run, name)
+            out.append(Stage(f"merged {name}", f"merged/{name}", build, key))
+            models[f"merged/{name}"] = (run / "merged" / name, {}, key)
     return out
 
 
