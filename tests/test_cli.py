@@ -56,3 +56,20 @@ def test_unknown_config_key_and_missing_path(tmp_path):
     assert res.stderr.strip() == f"error: {cfg}: tokenizer.vocab: unknown key"
     res = xelm("data", "import", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "no such file" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--k", "0,2"], "--k [0, 2]: give numbers of experts ≥ 1"),
+        (["--k", "two"], "--k 'two': expected numbers separated by commas"),
+        (["--methods", "kmeans"], "--methods: unknown kmeans"),
+        (["--router", "tfidf"], "--router tfidf needs TF-IDF allocations"),
+    ],
+)
+def test_sweep_rejects_bad_choices_before_running_anything(tmp_path, args, message):
+    res = xelm("sweep", "configs/tiny.yaml", "--out", str(tmp_path / "run"), *args,
+               cwd=os.path.join(os.path.dirname(__file__), ".."))  # fmt: skip
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
