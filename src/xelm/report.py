@@ -37,6 +37,8 @@ def training_costs(run_dir: Path, models: list[str]) -> dict[str, dict]:
     the `seed` entry, shared by every model branched from it). An ensemble's experts train
     independently: `seconds` is their sum (one machine), `parallel_seconds` the longest one
     (as many machines as experts)."""
+    from xelm.experts import expert_folders
+
     seed = _train_info(run_dir / "seed")
     costs: dict[str, dict] = {}
     for name in models:
@@ -48,8 +50,7 @@ def training_costs(run_dir: Path, models: list[str]) -> dict[str, dict]:
             costs[name] = {"tokens": info["tokens"], "seconds": info["seconds"]}
         elif kind in ("x-elm", "merged"):
             alloc = name.split("/")[1] if kind == "merged" else name.split("/")[0]
-            experts = sorted((run_dir / "experts" / alloc).glob("expert_??"))
-            infos = [_train_info(e) for e in experts]
+            infos = [_train_info(e) for e in expert_folders(run_dir / "experts" / alloc)]
             costs[name] = {
                 "tokens": sum(i["tokens"] for i in infos),
                 "seconds": round(sum(i["seconds"] for i in infos), 2),
