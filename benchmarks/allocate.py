@@ -45,9 +45,14 @@ def sklearn_baseline(corpus_dir: Path, k: int, spec) -> dict:
     corpus = Corpus(corpus_dir)
     docs = list(corpus.documents("train", corpus.train_langs))
     f = spec.features
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(f.ngram_min, f.ngram_max),
-                          sublinear_tf=True, min_df=f.min_df, max_features=f.max_features,
-                          dtype=np.float32)  # fmt: skip
+    vec = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(f.ngram_min, f.ngram_max),
+        sublinear_tf=True,
+        min_df=f.min_df,
+        max_features=f.max_features,
+        dtype=np.float32,
+    )
     x = vec.fit_transform([d.text[: f.max_chars] for d in docs])
     emb = normalize(TruncatedSVD(f.svd_dims, random_state=0).fit_transform(x))
     labels = KMeans(k, n_init=3, random_state=0).fit_predict(emb)
@@ -63,11 +68,15 @@ def ours(corpus_dir: Path, k: int, spec) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        info = allocate_tfidf(corpus_dir, k, Path(tmp) / "alloc", spec, progress=False)
+        info = allocate_tfidf(corpus_dir, Path(tmp) / "alloc", spec.replace(k=k), progress=False)
         seconds = time.perf_counter() - t
     q = info["quality"]
-    return {"seconds": seconds, "documents": q["documents"], "balance": q["balance_documents"],
-            "nmi": q["nmi"]}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "documents": q["documents"],
+        "balance": q["balance_documents"],
+        "nmi": q["nmi"],
+    }
 
 
 def build_scaled_corpus(demo: Path, out: Path, n: int, chars: int = 400) -> int:
@@ -112,13 +121,18 @@ def tree_rss_bytes(pid: int) -> int:
 def scaled_run(corpus_dir: Path, k: int) -> dict:
     code = (
         "import sys, time, json; from pathlib import Path; "
-        "from xelm.allocate.tfidf import allocate_tfidf; t = time.perf_counter(); "
-        f"info = allocate_tfidf({str(corpus_dir)!r}, {k}, Path(sys.argv[1]), progress=False); "
+        "from xelm.allocate.tfidf import TfidfAllocationSpec, allocate_tfidf; "
+        "t = time.perf_counter(); "
+        f"info = allocate_tfidf({str(corpus_dir)!r}, Path(sys.argv[1]), "
+        f"TfidfAllocationSpec(k={k}), progress=False); "
         "print(json.dumps({'seconds': time.perf_counter() - t, 'quality': info['quality']}))"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(Path(tmp) / "alloc")],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(Path(tmp) / "alloc")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         peak = 0
         done = threading.Event()
 
@@ -161,13 +175,17 @@ def main() -> None:
             "xelm balanced, all cores": ours(args.corpus, k, spec),
         }
         for name, r in rows.items():
-            print(f"{k:>3} {name:<28} {r['seconds']:>8.1f} {r['documents'] / r['seconds']:>8.0f} "
-                  f"{r['balance']:>8.3f} {r['nmi']:>6.3f}")  # fmt: skip
+            print(
+                f"{k:>3} {name:<28} {r['seconds']:>8.1f} {r['documents'] / r['seconds']:>8.0f} "
+                f"{r['balance']:>8.3f} {r['nmi']:>6.3f}"
+            )
         base = rows["scikit-learn (KMeans)"]["seconds"]
         one = rows["xelm balanced, 1 worker"]["seconds"] / base
         every = rows["xelm balanced, all cores"]["seconds"] / base
-        print(f"    time ratio ours/scikit-learn: 1 worker {one:.2f}×, all cores {every:.2f}× "
-              "(target ≤ 1.5×)")  # fmt: skip
+        print(
+            f"    time ratio ours/scikit-learn: 1 worker {one:.2f}×, all cores {every:.2f}× "
+            "(target ≤ 1.5×)"
+        )
 
     print(f"\n## scaling (k={args.scale_k}, 400-character documents)")
     print(f"{'documents':>10} {'seconds':>8} {'docs/s':>8} {'balance':>8} {'peak RSS GiB':>13}")
@@ -177,9 +195,12 @@ def main() -> None:
             written = build_scaled_corpus(args.corpus, corpus_dir, n)
             r = scaled_run(corpus_dir, args.scale_k)
             docs = r["quality"]["documents"]
-            print(f"{written:>10,} {r['seconds']:>8.1f} {written / r['seconds']:>8.0f} "
-                  f"{r['quality']['balance_documents']:>8.3f} {r['peak_rss_gib']:>13.2f}"
-                  f"   ({docs:,} in the training split)", flush=True)  # fmt: skip
+            print(
+                f"{written:>10,} {r['seconds']:>8.1f} {written / r['seconds']:>8.0f} "
+                f"{r['quality']['balance_documents']:>8.3f} {r['peak_rss_gib']:>13.2f}"
+                f"   ({docs:,} in the training split)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -57,13 +57,18 @@ def main() -> None:
     full.config.top_experts = None
     tok = top1.tokenizer
     corpus = Corpus(args.corpus)
-    texts = [d.text for lang in args.langs.split(",")
-             for d in list(corpus.documents("test", [lang]))[: args.docs]]  # fmt: skip
+    texts = [
+        d.text
+        for lang in args.langs.split(",")
+        for d in list(corpus.documents("test", [lang]))[: args.docs]
+    ]
     n_tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
     context = top1.experts[0].config.max_position_embeddings - 1
     torch.set_grad_enabled(False)
-    print(f"{len(experts)} experts; {len(texts)} documents, {n_tokens:,} tokens; "
-          f"context {context}; {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"{len(experts)} experts; {len(texts)} documents, {n_tokens:,} tokens; "
+        f"context {context}; {torch.get_num_threads()} threads"
+    )
 
     single = top1.experts[0]
     runs = {
@@ -71,7 +76,7 @@ def main() -> None:
         "top-1 routed ensemble": lambda: score_texts_routed(top1, tok, texts, context),
         "k models one after another": lambda: [
             score_texts(m, tok, texts, context) for m in full.experts
-        ],  # fmt: skip
+        ],
         "full mixture (uniform)": lambda: score_texts(full, tok, texts, context),
     }
     prompt = tok(texts[0][:200], return_tensors="pt").input_ids

@@ -32,18 +32,41 @@ LAUNCHERS = {
 
 
 def run(name: str, args, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "xelm", "train", "experts", "--seed", args.seed,
-           "--allocation", args.allocation, "--tokens", str(args.tokens), "--out", str(out),
-           "--quiet", "--set", f"lr={args.lr}", *LAUNCHERS[name]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "xelm",
+        "train",
+        "experts",
+        "--seed",
+        args.seed,
+        "--allocation",
+        args.allocation,
+        "--tokens",
+        str(args.tokens),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        f"lr={args.lr}",
+        *LAUNCHERS[name],
+    ]
     t = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"})
     wall = time.perf_counter() - t
     if res.returncode != 0:
         sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
-    infos = [json.loads((p / "xelm_expert.json").read_text()) for p in sorted(out.glob("expert_*"))
-             if p.is_dir()]  # fmt: skip
-    return {"wall": wall, "tokens": sum(i["tokens"] for i in infos),
-            "train_seconds": sum(i["seconds"] for i in infos), "experts": len(infos)}  # fmt: skip
+    infos = [
+        json.loads((p / "xelm_expert.json").read_text())
+        for p in sorted(out.glob("expert_*"))
+        if p.is_dir()
+    ]
+    return {
+        "wall": wall,
+        "tokens": sum(i["tokens"] for i in infos),
+        "train_seconds": sum(i["seconds"] for i in infos),
+        "experts": len(infos),
+    }
 
 
 def main() -> None:
@@ -59,8 +82,10 @@ def main() -> None:
         if not Path(path).exists():
             sys.exit(f"{path} is missing: run `xelm run configs/demo.yaml` first")
     names = args.launchers.split(",")
-    print(f"{os.cpu_count()} cores; seed {args.seed}; allocation {args.allocation}; "
-          f"T = {args.tokens:,} tokens")  # fmt: skip
+    print(
+        f"{os.cpu_count()} cores; seed {args.seed}; allocation {args.allocation}; "
+        f"T = {args.tokens:,} tokens"
+    )
     rows = {n: [] for n in names}
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
@@ -69,9 +94,12 @@ def main() -> None:
             res = run(name, args, out)
             shutil.rmtree(out.parent, ignore_errors=True)
             rows[name].append(res)
-            print(f"round {r + 1} {name:>10}: {res['wall']:6.1f} s wall, {res['experts']} "
-                  f"experts, {res['tokens']:,} tokens, {res['train_seconds']:.1f} s in the "
-                  f"training loops", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1} {name:>10}: {res['wall']:6.1f} s wall, {res['experts']} "
+                f"experts, {res['tokens']:,} tokens, {res['train_seconds']:.1f} s in the "
+                f"training loops",
+                flush=True,
+            )
     print()
     print(f"{'launcher':>10}  {'wall s':>8}  {'tokens/s':>9}  {'vs sequential':>13}")
     for name in names:

@@ -47,38 +47,50 @@ def matmul_peak_gflops(dtype_name: str, seconds: float = 2.0) -> float:
 
 def run_ours(args) -> dict:
     from xelm.config import TrainConfig
-    from xelm.train import train
+    from xelm.train.loop import train
 
     out = Path(tempfile.mkdtemp()) / "model"
     tokens_per_step = args.micro_batch_size * args.seq_len
-    cfg = TrainConfig(corpus=args.corpus, tokenizer=args.tokenizer, out=str(out),
-                      preset=args.preset, max_tokens=args.steps * tokens_per_step,
-                      seq_len=args.seq_len, micro_batch_size=args.micro_batch_size,
-                      log_every=1, precision=args.precision, eval_blocks=1)  # fmt: skip
+    cfg = TrainConfig(
+        corpus=args.corpus,
+        tokenizer=args.tokenizer,
+        out=str(out),
+        preset=args.preset,
+        max_tokens=args.steps * tokens_per_step,
+        seq_len=args.seq_len,
+        micro_batch_size=args.micro_batch_size,
+        log_every=1,
+        precision=args.precision,
+        eval_blocks=1,
+    )
     train(cfg, progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = {r["step"]: r for r in rows if "loss" in r}
     info = json.loads((out / "xelm_train.json").read_text())
     timed = args.steps - WARMUP_STEPS
     seconds = steps[args.steps]["elapsed"] - steps[WARMUP_STEPS]["elapsed"]
-    return {"tokens_per_s": timed * tokens_per_step / seconds, "params": info["params"],
-            "precision": info["precision"], "final_loss": steps[args.steps]["loss"]}  # fmt: skip
+    return {
+        "tokens_per_s": timed * tokens_per_step / seconds,
+        "params": info["params"],
+        "precision": info["precision"],
+        "final_loss": steps[args.steps]["loss"],
+    }
 
 
 def run_trainer(args) -> dict:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from xelm.corpus import Corpus
+    from xelm.corpus import Corpus, sampling_shares
     from xelm.models import build_model, count_parameters
     from xelm.tokenizer import load_tokenizer
-    from xelm.tokens import BlockSampler, language_weights, token_streams
-    from xelm.train import bf16_supported
+    from xelm.tokens import BlockSampler, token_streams
+    from xelm.train.loop import bf16_supported
 
     tokenizer = load_tokenizer(args.tokenizer)
     corpus = Corpus(args.corpus)
     streams = token_streams(corpus, tokenizer, "train", corpus.train_langs)
-    weights = language_weights({k: s.tokens for k, s in streams.items()}, 1.0)
+    weights = sampling_shares({k: s.tokens for k, s in streams.items()}, 1.0)
     sampler = BlockSampler({k: s.array() for k, s in streams.items()}, args.seq_len, weights)
     # The same packed blocks our loop trains on (Trainer's models take seq_len inputs and shift
     # the labels themselves).
@@ -95,13 +107,24 @@ def run_trainer(args) -> dict:
             times.append(time.perf_counter())
 
     targs = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.micro_batch_size,
-        max_steps=args.steps, learning_rate=3e-3, lr_scheduler_type="cosine",
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=args.micro_batch_size,
+        max_steps=args.steps,
+        learning_rate=3e-3,
+        lr_scheduler_type="cosine",
         warmup_steps=max(1, args.steps // 20),
-        weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0, bf16=use_bf16, use_cpu=True,
-        report_to=[], save_strategy="no", logging_steps=args.steps, dataloader_num_workers=0,
-        disable_tqdm=True, seed=0,
-    )  # fmt: skip
+        weight_decay=0.1,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        bf16=use_bf16,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=args.steps,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+    )
     Trainer(model=model, args=targs, train_dataset=dataset, callbacks=[Clock()]).train()
     timed = args.steps - WARMUP_STEPS
     seconds = times[-1] - times[WARMUP_STEPS - 1]
@@ -139,10 +162,26 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"ours": [], "trainer": []}
     for _ in range(args.rounds):  # alternate the sides: the machine's load drifts over minutes
         for side in runs:
-            cmd = [sys.executable, __file__, "--side", side, "--corpus", args.corpus,
-                   "--tokenizer", args.tokenizer, "--preset", args.preset, "--steps",
-                   str(args.steps), "--seq-len", str(args.seq_len), "--micro-batch-size",
-                   str(args.micro_batch_size), "--precision", args.precision]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--corpus",
+                args.corpus,
+                "--tokenizer",
+                args.tokenizer,
+                "--preset",
+                args.preset,
+                "--steps",
+                str(args.steps),
+                "--seq-len",
+                str(args.seq_len),
+                "--micro-batch-size",
+                str(args.micro_batch_size),
+                "--precision",
+                args.precision,
+            ]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
@@ -151,15 +190,18 @@ def main() -> None:
             runs[side].append(json.loads(line[0][len("RESULT ") :]))
             print(f"{side}: {runs[side][-1]['tokens_per_s']:,.0f} tokens/s", flush=True)
     # the median run of each side (by tokens/s)
-    results = {side: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2]
-               for side, rs in runs.items()}  # fmt: skip
+    results = {
+        side: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] for side, rs in runs.items()
+    }
 
     import torch
 
     peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")  # fmt: skip
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOPS, bf16 {peaks['bf16']:.0f} GFLOPS")
     print(
         f"model: preset {args.preset}, {results['ours']['params']:,} parameters, batch "

@@ -69,14 +69,21 @@ def lm_setup(tmp_path_factory):
 @pytest.fixture(scope="session")
 def branch_setup(lm_setup, tmp_path_factory):
     """A tiny seed trained on the synthetic corpus and a typology allocation with k=2."""
-    from xelm.allocate.typology import allocate_typology
+    from xelm.allocate.typology import TypologySpec, allocate_typology
     from xelm.config import TrainConfig
-    from xelm.train import train
+    from xelm.train.loop import train
 
     root = tmp_path_factory.mktemp("branch")
-    cfg = TrainConfig(corpus=str(lm_setup / "corpus"), tokenizer=str(lm_setup / "tok"),
-                      out=str(root / "seed"), preset="tiny", max_tokens=8 * 4 * 32, seq_len=32,
-                      micro_batch_size=4, threads=1)  # fmt: skip
+    cfg = TrainConfig(
+        corpus=str(lm_setup / "corpus"),
+        tokenizer=str(lm_setup / "tok"),
+        out=str(root / "seed"),
+        preset="tiny",
+        max_tokens=8 * 4 * 32,
+        seq_len=32,
+        micro_batch_size=4,
+        threads=1,
+    )
     seed = train(cfg, progress=False)
-    allocate_typology(lm_setup / "corpus", 2, root / "alloc")
+    allocate_typology(lm_setup / "corpus", root / "alloc", TypologySpec(k=2))
     return root, seed, root / "alloc"

@@ -8,9 +8,10 @@ import random
 import numpy as np
 import pytest
 
+from xelm.allocate import allocate
 from xelm.allocate.allocation import Allocation
 from xelm.allocate.balanced import BalancedKMeans, balance_prices
-from xelm.allocate.tfidf import TfidfAllocationSpec, TfidfClusters, TfidfSpec, allocate_tfidf
+from xelm.allocate.tfidf import TfidfAllocationSpec, TfidfClusters, allocate_tfidf
 from xelm.allocate.typology import TypologySpec, allocate_typology, greedy_pairing
 from xelm.corpus import CorpusWriter, Document
 from xelm.errors import XelmError
@@ -58,8 +59,8 @@ def family_of(lang: str) -> str:
 def test_tfidf_clusters_recover_the_families_and_are_balanced(family_corpus, tmp_path):
     # the families' training splits differ by a few documents (splits are drawn by id hash), so
     # a tolerance of 1.25 lets each family be one cluster; 1.0 would move a few documents
-    spec = TfidfAllocationSpec(max_ratio=1.25, workers=1)
-    info = allocate_tfidf(family_corpus, 3, tmp_path / "alloc", spec, progress=False)
+    spec = TfidfAllocationSpec(k=3, max_ratio=1.25, workers=1)
+    info = allocate_tfidf(family_corpus, tmp_path / "alloc", spec, progress=False)
     assert info["quality"]["balance_documents"] <= 1.25
     majority = []
     for cluster in info["clusters"]:
@@ -76,15 +77,20 @@ def test_tfidf_clusters_recover_the_families_and_are_balanced(family_corpus, tmp
     assert table.num_rows == 240 and len(set(table["id"].to_pylist())) == 240
     # new documents of each language land in their family's cluster
     router = TfidfClusters.load(alloc.router_dir)
-    by_lang = {lang: max(info["clusters"], key=lambda c: c["languages"].get(lang, {}).get(
-        "documents", 0))["id"] for lang in info["settings"]["languages"]}  # fmt: skip
+    by_lang = {
+        lang: max(info["clusters"], key=lambda c: c["languages"].get(lang, {}).get("documents", 0))[
+            "id"
+        ]
+        for lang in info["settings"]["languages"]
+    }
     new = family_docs(docs_per_lang=2, doc_seed=7)
     assert router.assign([d.text for d in new]).tolist() == [by_lang[d.lang] for d in new]
 
 
 def test_router_state_save_load_embeds_identically(family_corpus, tmp_path):
-    allocate_tfidf(family_corpus, 2, tmp_path / "a", TfidfAllocationSpec(workers=1),
-                   progress=False)  # fmt: skip
+    allocate_tfidf(
+        family_corpus, tmp_path / "a", TfidfAllocationSpec(k=2, workers=1), progress=False
+    )
     router = TfidfClusters.load(tmp_path / "a" / "router")
     router.save(tmp_path)  # save again elsewhere and reload
     again = TfidfClusters.load(tmp_path)
@@ -94,8 +100,9 @@ def test_router_state_save_load_embeds_identically(family_corpus, tmp_path):
 
 
 def test_corrupted_router_state_is_a_clear_error(family_corpus, tmp_path):
-    allocate_tfidf(family_corpus, 2, tmp_path / "a", TfidfAllocationSpec(workers=1),
-                   progress=False)  # fmt: skip
+    allocate_tfidf(
+        family_corpus, tmp_path / "a", TfidfAllocationSpec(k=2, workers=1), progress=False
+    )
     (tmp_path / "a" / "router" / "tfidf.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(XelmError, match="corrupted TF-IDF router state"):
         TfidfClusters.load(tmp_path / "a" / "router")
@@ -132,9 +139,12 @@ def test_greedy_pairing_rounds_single_linkage_odd_counts_and_any_k():
     # {4,5} is left over (odd count) and passes on; round 3: the root at 5.5
     got = [(m["members"], m["distance"], m["round"]) for m in tree.merges]
     assert got == [
-        ([4, 5], 0.2, 1), ([0, 1], 1.0, 1), ([2, 3], 1.5, 1),
-        ([0, 1, 2, 3], 2.0, 2), ([0, 1, 2, 3, 4, 5], 5.5, 3),
-    ]  # fmt: skip
+        ([4, 5], 0.2, 1),
+        ([0, 1], 1.0, 1),
+        ([2, 3], 1.5, 1),
+        ([0, 1, 2, 3], 2.0, 2),
+        ([0, 1, 2, 3, 4, 5], 5.5, 3),
+    ]
     assert tree.clusters(3) == [[0, 1], [2, 3], [4, 5]]
     assert tree.clusters(2) == [[0, 1, 2, 3], [4, 5]]
     # k = 4 is not 6/2^r: round 1 stops after its two closest pairs
@@ -152,7 +162,7 @@ def test_greedy_pairing_size_limit_keeps_clusters_comparable():
 
 
 def test_typology_allocation_groups_whole_languages_and_keeps_the_tree(family_corpus, tmp_path):
-    info = allocate_typology(family_corpus, 2, tmp_path / "typ")
+    info = allocate_typology(family_corpus, tmp_path / "typ", TypologySpec(k=2))
     mapping = info["language_to_cluster"]
     assert sorted(mapping) == ["de", "el", "hy", "nl", "ru", "uk"]
     assert len(info["tree"]["merges"]) == 5 and info["tree"]["cut_after_merges"] == 4
@@ -169,15 +179,17 @@ def test_typology_allocation_groups_whole_languages_and_keeps_the_tree(family_co
 @pytest.mark.parametrize(
     ("method", "k", "message"),
     [
-        ("tfidf", 0, "--k 0: must be between 1 and the 216 training documents"),
+        ("tfidf", 0, "k: input should be greater than or equal to 1"),
         ("tfidf", 10_000, "--k 10000: must be between 1"),
         ("typology", 7, "--k 7: must be between 1 and the 6 training languages"),
     ],
 )
 def test_bad_k_is_a_clear_error_and_writes_nothing(family_corpus, tmp_path, method, k, message):
-    fn = allocate_tfidf if method == "tfidf" else allocate_typology
+    from xelm.allocate import METHODS
+    from xelm.spec import load_spec
+
     with pytest.raises(XelmError, match=message.replace("(", r"\(")):
-        fn(family_corpus, k, tmp_path / "out")
+        allocate(family_corpus, tmp_path / "out", load_spec(METHODS[method], values={"k": k}))
     assert not (tmp_path / "out").exists()
 
 
@@ -185,28 +197,38 @@ def test_typology_needs_two_languages_known_to_uriel(tmp_path):
     with CorpusWriter(tmp_path / "one") as w:
         w.write_all([Document(str(i), "de", f"wort {i} text") for i in range(20)])
     with pytest.raises(XelmError, match="at least 2 training languages"):
-        allocate_typology(tmp_path / "one", 1, tmp_path / "out")
+        allocate_typology(tmp_path / "one", tmp_path / "out", TypologySpec(k=1))
     with CorpusWriter(tmp_path / "sk") as w:  # URIEL's syntax_average knows no Slovak feature
-        w.write_all([Document(f"{lang}{i}", lang, f"slovo {i}") for lang in ("sk", "cs")
-                     for i in range(20)])  # fmt: skip
+        w.write_all(
+            [Document(f"{lang}{i}", lang, f"slovo {i}") for lang in ("sk", "cs") for i in range(20)]
+        )
     with pytest.raises(XelmError, match=r"too few known URIEL syntax_average features for sk"):
-        allocate_typology(tmp_path / "sk", 2, tmp_path / "out")
-    allocate_typology(tmp_path / "sk", 2, tmp_path / "out", TypologySpec(features="syntax_knn"))
+        allocate_typology(tmp_path / "sk", tmp_path / "out", TypologySpec(k=2))
+    allocate_typology(tmp_path / "sk", tmp_path / "out", TypologySpec(k=2, features="syntax_knn"))
     with CorpusWriter(tmp_path / "dz") as w:  # Dzongkha is not in URIEL at all
-        w.write_all([Document(f"{lang}{i}", lang, f"text {i}") for lang in ("dz", "en")
-                     for i in range(20)])  # fmt: skip
+        w.write_all(
+            [Document(f"{lang}{i}", lang, f"text {i}") for lang in ("dz", "en") for i in range(20)]
+        )
     with pytest.raises(XelmError, match=r"not in URIEL \(lang2vec\): dz \(dzo\)"):
-        allocate_typology(tmp_path / "dz", 2, tmp_path / "out2")
+        allocate_typology(tmp_path / "dz", tmp_path / "out2", TypologySpec(k=2))
     with pytest.raises(XelmError, match="--features syntax_averag: unknown"):
-        allocate_typology(tmp_path / "sk", 2, tmp_path / "o", TypologySpec("syntax_averag"))
+        allocate_typology(
+            tmp_path / "sk", tmp_path / "o", TypologySpec(k=2, features="syntax_averag")
+        )
 
 
 def test_small_vocabularies_still_fit(tmp_path):
     with CorpusWriter(tmp_path / "c") as w:
         w.write_all([Document(str(i), "en", "ab" * (i + 1)) for i in range(12)])
-    spec = TfidfAllocationSpec(TfidfSpec(svd_dims=100), workers=1)
-    info = allocate_tfidf(tmp_path / "c", 2, tmp_path / "a", spec, progress=False)
-    assert sum(c["documents"] for c in info["clusters"]) == info["quality"]["documents"]
+    spec = TfidfAllocationSpec(k=2, svd_dims=100, workers=1)
+    info = allocate_tfidf(tmp_path / "c", tmp_path / "a", spec, progress=False)
+    # every document is assigned, and the summary counts the corpus's training split
+    from xelm.corpus import Corpus
+
+    train = Corpus(tmp_path / "c").stats("en", "train")["documents"]
+    assert Allocation(tmp_path / "a").assignments().num_rows == 12
+    sizes = [c["documents"] for c in info["clusters"]]
+    assert sum(sizes) == train and min(sizes) > 0
 
 
 def run_xelm(*args):
@@ -215,24 +237,34 @@ def run_xelm(*args):
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "xelm", *args], capture_output=True, text=True,
-                          env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "xelm", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_cli_allocates_shows_and_rejects_bad_input_in_one_line(family_corpus, tmp_path):
     out = tmp_path / "typ"
-    res = run_xelm("allocate", "typology", "--corpus", str(family_corpus), "--k", "3",
-                   "--out", str(out))  # fmt: skip
+    res = run_xelm(
+        "allocate", "typology", "--corpus", str(family_corpus), "--k", "3", "--out", str(out)
+    )
     assert res.returncode == 0, res.stderr
     shown = run_xelm("allocate", "show", str(out)).stdout
     for text in ("c0", "c2", "documents", "balance", "NMI", "cluster 0:"):
         assert text in shown
 
-    res = run_xelm("allocate", "tfidf", "--corpus", str(family_corpus), "--k", "0",
-                   "--out", str(tmp_path / "bad"))  # fmt: skip
+    res = run_xelm(
+        "allocate",
+        "tfidf",
+        "--corpus",
+        str(family_corpus),
+        "--k",
+        "0",
+        "--out",
+        str(tmp_path / "bad"),
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [
-        "error: --k 0: must be between 1 and the 216 training documents"
+        "error: options: k: input should be greater than or equal to 1"
     ]
     assert not (tmp_path / "bad").exists()
     res = run_xelm("allocate", "show", str(tmp_path))
@@ -242,9 +274,12 @@ def test_cli_allocates_shows_and_rejects_bad_input_in_one_line(family_corpus, tm
 def test_a_corpus_without_training_documents_is_a_clear_error(tmp_path):
     from xelm.corpus import SplitFractions
 
-    with CorpusWriter(tmp_path / "c", splits=SplitFractions(validation=0.0, test=1.0)) as w:
-        w.write_all([Document(f"{lang}{i}", lang, f"text {i}") for lang in ("de", "fr")
-                     for i in range(5)])  # fmt: skip
-    for allocate in (allocate_tfidf, allocate_typology):
+    with CorpusWriter(
+        tmp_path / "c", splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
+    ) as w:
+        w.write_all(
+            [Document(f"{lang}{i}", lang, f"text {i}") for lang in ("de", "fr") for i in range(5)]
+        )
+    for spec in (TfidfAllocationSpec(k=2), TypologySpec(k=2)):
         with pytest.raises(XelmError, match="no training documents"):
-            allocate(tmp_path / "c", 2, tmp_path / "out")
+            allocate(tmp_path / "c", tmp_path / "out", spec)

@@ -10,21 +10,48 @@ import pytest
 
 def xelm(*args, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "xelm", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "xelm", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
-def test_help_lists_the_pipeline_and_version_works():
+def test_help_lists_every_command_group_and_each_group_its_commands():
+    from xelm.cli import app
+
+    groups = {g.name: g.typer_instance for g in app.registered_groups}
+    commands = [c.name for c in app.registered_commands]
     out = xelm("--help").stdout
-    for stage in ("data", "tokenizer", "allocate", "run"):
-        assert stage in out
+    for name in [*groups, *commands]:  # the help's overview names every command there is
+        assert f"\n  {name} " in out, name
+    for name, group in groups.items():
+        sub = xelm(name, "--help")
+        assert sub.returncode == 0
+        for command in group.registered_commands:
+            assert command.name in sub.stdout, (name, command.name)
     assert xelm("--version").stdout.startswith("xelm ")
+
+
+def test_option_help_and_defaults_come_from_the_settings_classes():
+    from xelm.allocate.tfidf import TfidfAllocationSpec
+    from xelm.spec import describe
+
+    out = " ".join(xelm("allocate", "tfidf", "--help").stdout.split())
+    for field in ("svd_dims", "max_ratio", "workers"):
+        assert describe(TfidfAllocationSpec, field) in out, field
 
 
 def test_import_and_show(tmp_path):
     src = tmp_path / "docs.jsonl"
-    src.write_text("".join(json.dumps({"id": str(i), "lang": "de", "text": f"Text {i}"}) + "\n"
-                           for i in range(4)))  # fmt: skip
+    src.write_text(
+        "".join(
+            json.dumps({"id": str(i), "lang": "de", "text": f"Text {i}"}) + "\n" for i in range(4)
+        )
+    )
     res = xelm("data", "import", str(src), "--out", str(tmp_path / "c"))
     assert res.returncode == 0, res.stderr
     assert "de" in xelm("data", "show", str(tmp_path / "c")).stdout
@@ -64,12 +91,18 @@ def test_unknown_config_key_and_missing_path(tmp_path):
         (["--k", "0,2"], "--k [0, 2]: give numbers of experts ≥ 1"),
         (["--k", "two"], "--k 'two': expected numbers separated by commas"),
         (["--methods", "kmeans"], "--methods: unknown kmeans"),
-        (["--router", "tfidf"], "--router tfidf needs TF-IDF allocations"),
+        (["--router", "tfidf"], "--router tfidf needs tfidf allocations"),
     ],
 )
 def test_sweep_rejects_bad_choices_before_running_anything(tmp_path, args, message):
-    res = xelm("sweep", "configs/tiny.yaml", "--out", str(tmp_path / "run"), *args,
-               cwd=os.path.join(os.path.dirname(__file__), ".."))  # fmt: skip
+    res = xelm(
+        "sweep",
+        "configs/tiny.yaml",
+        "--out",
+        str(tmp_path / "run"),
+        *args,
+        cwd=os.path.join(os.path.dirname(__file__), ".."),
+    )
     assert res.returncode == 2 and message in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()

@@ -18,7 +18,7 @@ from xelm.errors import XelmError
 
 
 def test_split_is_a_function_of_the_id_only():
-    fr = SplitFractions(validation=0.1, test=0.1)
+    fr = SplitFractions(validation_fraction=0.1, test_fraction=0.1)
     ids = [f"page-{i}" for i in range(20_000)]
     splits = [fr.of(i) for i in ids]
     assert [fr.of(i) for i in ids] == splits  # deterministic
@@ -71,8 +71,11 @@ def test_duplicates_are_dropped_and_conflicting_ids_rejected(tmp_path):
 
 
 def _records():
-    return [{"id": f"d{i}", "lang": lang, "text": f"text {i} in {lang}"}
-            for i in range(5) for lang in ("en", "de")]  # fmt: skip
+    return [
+        {"id": f"d{i}", "lang": lang, "text": f"text {i} in {lang}"}
+        for i in range(5)
+        for lang in ("en", "de")
+    ]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst"])
@@ -113,14 +116,14 @@ def test_reads_parquet_text_dirs_and_hf_datasets(tmp_path):
     # `hf:PATH` goes through datasets.load_dataset (streaming), as a hub name would
     (tmp_path / "hub").mkdir()
     pq.write_table(pa.Table.from_pylist(_records()), tmp_path / "hub" / "train.parquet")
-    docs = list(read_source(f"hf:{tmp_path / 'hub'}", SourceOptions(max_docs=3)))
+    docs = list(read_source(f"hf:{tmp_path / 'hub'}", SourceOptions(max_docs_per_lang=3)))
     assert len(docs) == 3 and docs[0].lang == "en"
 
 
 def test_import_corpus_normalises_and_caps(tmp_path):
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in _records()))
-    n = import_corpus([str(src)], tmp_path / "c", max_docs_per_lang=3, license="CC0")
+    n = import_corpus([str(src)], tmp_path / "c", SourceOptions(max_docs_per_lang=3), license="CC0")
     corpus = Corpus(tmp_path / "c")
     assert n == 6 and corpus.langs == ["de", "en"]
     assert corpus.manifest["sources"] == [{"name": str(src), "license": "CC0"}]

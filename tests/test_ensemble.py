@@ -17,16 +17,33 @@ VOCAB = 50
 
 def tiny_expert(seed: int, vocab: int = VOCAB) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 def ensemble(experts, router="uniform", top_experts=None, prior=None, temperature=None):
-    cfg = XELMConfig(experts=[f"e{i}" for i in range(len(experts))], router=router,
-                     top_experts=top_experts, prior=prior, temperature=temperature,
-                     vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    cfg = XELMConfig(
+        experts=[f"e{i}" for i in range(len(experts))],
+        router=router,
+        top_experts=top_experts,
+        prior=prior,
+        temperature=temperature,
+        vocab_size=VOCAB,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return XELMForCausalLM(cfg, experts).eval()
 
 
@@ -86,8 +103,9 @@ def test_posterior_is_the_normalised_product_of_prior_and_likelihood(experts):
     # brute force, token by token: α(t) ∝ prior · Π_{s≤t} p_e(x_s | x_<s)
     logps = torch.stack([expert_logp(m, x)[0] for m in experts])  # (experts, time, vocab)
     for t in range(x.shape[1]):
-        ll = torch.tensor([sum(logps[e, s - 1, x[0, s]].item() for s in range(1, t + 1))
-                           for e in range(3)])  # fmt: skip
+        ll = torch.tensor(
+            [sum(logps[e, s - 1, x[0, s]].item() for s in range(1, t + 1)) for e in range(3)]
+        )
         post = torch.tensor(prior) * ll.exp()
         post = post / post.sum()
         want = (post[:, None] * logps[:, t].exp()).sum(0).log()
@@ -116,12 +134,14 @@ def test_generate_with_caches_matches_recomputing_everything(experts):
             nxt = model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
         assert torch.equal(cached, seq), router
-    beams = ensemble(experts, "posterior").generate(x, num_beams=3, max_new_tokens=5,
-                                                    do_sample=False, pad_token_id=0)  # fmt: skip
+    beams = ensemble(experts, "posterior").generate(
+        x, num_beams=3, max_new_tokens=5, do_sample=False, pad_token_id=0
+    )
     assert beams.shape == (2, 11)
     torch.manual_seed(0)
     sampled = ensemble(experts, top_experts=2, prior=[0.6, 0.3, 0.1], router="prior").generate(
-        x, do_sample=True, max_new_tokens=5, pad_token_id=0)  # fmt: skip
+        x, do_sample=True, max_new_tokens=5, pad_token_id=0
+    )
     assert sampled.shape == (2, 11)
 
 
@@ -142,19 +162,19 @@ def test_bad_weights_and_experts_are_clear_errors(experts):
 @pytest.fixture(scope="module")
 def trained(branch_setup, lm_setup):
     """k=2 experts for a typology and a TF-IDF allocation of the synthetic corpus."""
-    from xelm.allocate.tfidf import allocate_tfidf
+    from xelm.allocate.tfidf import TfidfAllocationSpec, allocate_tfidf
     from xelm.config import TrainConfig
     from xelm.experts import BranchSpec, train_experts
 
     root, seed, typology = branch_setup
     tfidf = root / "alloc-tfidf"
     if not tfidf.exists():
-        allocate_tfidf(lm_setup / "corpus", 2, tfidf, progress=False)
+        allocate_tfidf(lm_setup / "corpus", tfidf, TfidfAllocationSpec(k=2), progress=False)
     base = TrainConfig(seq_len=32, micro_batch_size=4, threads=1, lr=1e-3)
     out = {}
     for name, alloc in (("typology", typology), ("tfidf", tfidf)):
-        train_experts(seed, alloc, root / f"ens-{name}", BranchSpec(8 * 4 * 32), base,
-                      progress=False)  # fmt: skip
+        spec = BranchSpec(tokens=8 * 4 * 32, train=base)
+        train_experts(seed, alloc, root / f"ens-{name}", spec, progress=False)
         out[name] = (sorted((root / f"ens-{name}").glob("expert_??")), alloc)
     return root, out
 
@@ -194,8 +214,7 @@ def test_tfidf_router_sends_each_language_to_its_cluster(trained, tmp_path, lm_s
 
     def alpha(lang):
         docs = list(corpus.documents("test", [lang]))[:5]
-        prefix = model.tokenizer([d.text[:200] for d in docs], return_tensors="pt",
-                                 padding=True)  # fmt: skip
+        prefix = model.tokenizer([d.text[:200] for d in docs], return_tensors="pt", padding=True)
         return model.route(prefix.input_ids, prefix.attention_mask).exp()
 
     for lang in ("en", "ru"):  # each wholly in one cluster: its expert, confidently
@@ -253,8 +272,11 @@ def test_parameter_average_merge_and_bad_folders(trained, tmp_path, lm_setup):
 
     other = tmp_path / "other"
     shutil.copytree(experts[1], other)
-    train_tokenizer(lm_setup / "corpus", tmp_path / "tok2",
-                    TokenizerSpec(vocab_size=400, sample_chars=50_000, alpha=0.0))  # fmt: skip
+    train_tokenizer(
+        lm_setup / "corpus",
+        tmp_path / "tok2",
+        TokenizerSpec(vocab_size=400, sample_chars=50_000, alpha=0.0),
+    )
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tmp_path / "tok2" / f, other / f)
     with pytest.raises(XelmError, match="tokenizer differs"):
@@ -271,23 +293,65 @@ def test_cli_builds_ensembles_and_merges_and_rejects_bad_input(trained, tmp_path
     folder = experts[0].parent
 
     def xelm(*args):
-        return subprocess.run([sys.executable, "-m", "xelm", *args], capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "xelm", *args], capture_output=True, text=True, timeout=300
+        )
 
-    res = xelm("ensemble", "build", "--experts", str(folder), "--out", str(tmp_path / "e"),
-               "--router", "lid", "--top-k", "1")  # fmt: skip
+    res = xelm(
+        "ensemble",
+        "build",
+        "--experts",
+        str(folder),
+        "--out",
+        str(tmp_path / "e"),
+        "--router",
+        "lid",
+        "--top-k",
+        "1",
+    )
     assert res.returncode == 0, res.stderr
     assert XELMForCausalLM.from_pretrained(tmp_path / "e").config.experts[0].endswith("expert_00")
     res = xelm("merge", "average", "--experts", str(folder), "--out", str(tmp_path / "m"))
     assert res.returncode == 0 and (tmp_path / "m" / "model.safetensors").exists()
     for args, message in [
-        (["ensemble", "build", "--experts", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
-         "no such expert folder"),
-        (["ensemble", "build", "--experts", str(folder), "--out", str(tmp_path / "x"),
-          "--top-k", "5"], "--top-k 5"),
-        (["merge", "average", "--experts", str(folder), "--out", str(tmp_path / "x"),
-          "--weights", "0.5,0.6"], "summing to one"),
-    ]:  # fmt: skip
+        (
+            [
+                "ensemble",
+                "build",
+                "--experts",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "no such expert folder",
+        ),
+        (
+            [
+                "ensemble",
+                "build",
+                "--experts",
+                str(folder),
+                "--out",
+                str(tmp_path / "x"),
+                "--top-k",
+                "5",
+            ],
+            "--top-k 5",
+        ),
+        (
+            [
+                "merge",
+                "average",
+                "--experts",
+                str(folder),
+                "--out",
+                str(tmp_path / "x"),
+                "--weights",
+                "0.5,0.6",
+            ],
+            "summing to one",
+        ),
+    ]:
         res = xelm(*args)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
         assert not (tmp_path / "x").exists()
@@ -306,7 +370,7 @@ def test_windows_score_every_token_after_the_head_once():
 @torch.no_grad()
 def test_routed_evaluation_scores_the_head_by_posterior_and_the_rest_by_the_routed_expert(
     trained, tmp_path, lm_setup
-):  # fmt: skip
+):
     import torch.nn.functional as F
 
     from xelm.corpus import Corpus
@@ -332,8 +396,9 @@ def test_routed_evaluation_scores_the_head_by_posterior_and_the_rest_by_the_rout
     logp = expert(input_ids=ids).logits[0, :-1].log_softmax(-1)
     want += F.cross_entropy(logp[P:], ids[0, P + 1 :], reduction="sum").item()
     assert got == pytest.approx(want, rel=1e-5)
-    scores = evaluate_model(tmp_path / "ens", lm_setup / "corpus", "test", max_docs=3,
-                            router="posterior")  # fmt: skip
+    scores = evaluate_model(
+        tmp_path / "ens", lm_setup / "corpus", "test", max_docs=3, router="posterior"
+    )
     assert set(scores) == {"en", "ru", "ja"}
     assert all(s["bits_per_byte"] > 0 for s in scores.values())
 
@@ -369,8 +434,13 @@ def test_cached_prior_is_estimated_from_held_out_documents(trained, tmp_path, lm
 
     root, out = trained
     experts, _ = out["typology"]
-    build_ensemble(experts, tmp_path / "ens", router="prior",
-                   prior_from=PriorSpec(lm_setup / "corpus", docs_per_language=5))  # fmt: skip
+    build_ensemble(
+        experts,
+        tmp_path / "ens",
+        router="prior",
+        prior_from=lm_setup / "corpus",
+        prior_spec=PriorSpec(documents=5),
+    )
     model = XELMForCausalLM.from_pretrained(tmp_path / "ens")
     prior = model.config.prior
     assert len(prior) == 2 and abs(sum(prior) - 1) < 1e-4
@@ -380,6 +450,7 @@ def test_cached_prior_is_estimated_from_held_out_documents(trained, tmp_path, lm
     assert prior[bigger] > prior[1 - bigger]
     x = ids(batch=1, length=6)
     with torch.no_grad():  # the prior router mixes with exactly that prior
-        want = sum(a * expert_logp(m, x).exp() for a, m in zip(prior, model.experts,
-                                                                  strict=True)).log()  # fmt: skip
+        want = sum(
+            a * expert_logp(m, x).exp() for a, m in zip(prior, model.experts, strict=True)
+        ).log()
         torch.testing.assert_close(model(input_ids=x).logits, want, atol=1e-5, rtol=1e-5)

@@ -41,24 +41,60 @@ def test_bits_per_byte_is_total_nll_over_utf8_bytes(lm_setup, tiny_model):
     assert res["en"]["perplexity"] == pytest.approx(400, rel=0.2)
 
 
-def test_batching_and_windows_do_not_change_the_count(lm_setup, tiny_model):
+class UniformLM(torch.nn.Module):
+    """Every next token equally likely: each scored token costs exactly ln V nats."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+@pytest.mark.parametrize("context", [8, 16, 63])
+def test_windows_score_every_token_of_every_document_exactly_once(lm_setup, context):
+    tok = load_tokenizer(lm_setup / "tok")
+    texts = [d.text for d in Corpus(lm_setup / "corpus").documents("validation", ["ru"])][:4]
+    score = score_texts(UniformLM(len(tok)), tok, texts, context=context, batch_size=3)
+    n_tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+    assert n_tokens > 4 * context  # long documents: several windows each
+    assert score.tokens == n_tokens
+    assert score.nll == pytest.approx(n_tokens * math.log(len(tok)), rel=1e-6)
+
+
+def test_batching_does_not_change_the_scores_and_a_window_sees_its_context(lm_setup, tiny_model):
     from xelm.models import load_model
 
     model, tok = load_model(tiny_model).eval(), load_tokenizer(tiny_model)
     texts = [d.text for d in Corpus(lm_setup / "corpus").documents("validation", ["ru"])][:4]
     one = score_texts(model, tok, texts, context=63, batch_size=1)
     many = score_texts(model, tok, texts, context=63, batch_size=8)
-    short = score_texts(model, tok, texts, context=16)
     assert one.nll == pytest.approx(many.nll, rel=1e-5)
-    assert one.tokens == short.tokens and one.bytes == short.bytes
+    # by hand: the first window of the first document, each token given all tokens before it
+    ids = [tok.eos_token_id, *tok(texts[0], add_special_tokens=False)["input_ids"]][:64]
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+    first = -logp.gather(-1, torch.tensor(ids[1:])[:, None]).sum().item()
+    alone = score_texts(model, tok, [tok.decode(ids[1:])], context=63)
+    assert alone.tokens == 63 and alone.nll == pytest.approx(first, rel=1e-5)
 
 
 def test_any_hf_causal_lm_works(lm_setup, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = load_tokenizer(lm_setup / "tok")
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=64,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     torch.manual_seed(0)
     save_model(GPT2LMHeadModel(cfg), tok, tmp_path / "gpt2")
     res = evaluate_model(tmp_path / "gpt2", lm_setup / "corpus", "test", langs=["en"])
@@ -66,5 +102,23 @@ def test_any_hf_causal_lm_works(lm_setup, tmp_path):
 
 
 def test_unigram_baseline_matches_its_definition(lm_setup):
+    """Add-one smoothed token frequencies of the training split, summed over the test tokens."""
+    import collections
+
+    tok = load_tokenizer(lm_setup / "tok")
+    corpus = Corpus(lm_setup / "corpus")
     res = unigram_baseline(lm_setup / "tok", lm_setup / "corpus", "validation", langs=["ja"])
-    assert 0 < res["ja"]["bits_per_byte"] < 8
+    train = [d.text for d in corpus.documents("train", ["ja"])]
+    counts = collections.Counter(
+        t for ids in tok(train, add_special_tokens=False)["input_ids"] for t in ids
+    )
+    total, vocab = sum(counts.values()), len(tok)
+    texts = [d.text for d in corpus.documents("validation", ["ja"])]
+    nll = -sum(
+        math.log((counts[t] + 1) / (total + vocab))
+        for ids in tok(texts, add_special_tokens=False)["input_ids"]
+        for t in ids
+    )
+    nbytes = sum(len(t.encode()) for t in texts)
+    assert res["ja"]["nll"] == pytest.approx(nll, rel=1e-9)
+    assert res["ja"]["bits_per_byte"] == pytest.approx(nll / math.log(2) / nbytes, rel=1e-4)

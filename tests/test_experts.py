@@ -8,27 +8,27 @@ from safetensors.torch import load_file
 
 from xelm.config import TrainConfig
 from xelm.errors import XelmError
-from xelm.experts import EXPERT_INFO, BranchSpec, plan_experts, train_dense, train_experts
+from xelm.experts import BranchSpec, ExpertRecord, plan_experts, train_dense, train_experts
 
 
-def base(**kw):
-    return TrainConfig(seq_len=32, micro_batch_size=4, threads=1, **kw)
+def branch(tokens, split="proportional", match="updates", **train):
+    config = TrainConfig(seq_len=32, micro_batch_size=4, threads=1, **train)
+    return BranchSpec(tokens=tokens, split=split, match=match, train=config)
 
 
 def test_experts_start_as_the_seed_and_see_only_their_cluster(branch_setup):
     root, seed, alloc = branch_setup
     # lr = 0: nothing moves, so each expert must still be exactly the seed
-    infos = train_experts(seed, alloc, root / "frozen", BranchSpec(16 * 4 * 32), base(lr=0.0),
-                          progress=False)  # fmt: skip
+    infos = train_experts(seed, alloc, root / "frozen", branch(16 * 4 * 32, lr=0.0), progress=False)
     weights = load_file(seed / "model.safetensors")
     clusters = json.loads((alloc / "clusters.json").read_text())["clusters"]
     for info, cluster in zip(infos, clusters, strict=True):
-        expert = root / "frozen" / f"expert_{info['cluster']:02d}"
+        expert = root / "frozen" / f"expert_{info.cluster:02d}"
         got = load_file(expert / "model.safetensors")
         assert all((got[k] == v).all() for k, v in weights.items())
-        assert sorted(info["languages"]) == sorted(cluster["languages"])
-        assert set(info["validation"]) <= set(cluster["languages"])  # its languages only
-        assert info["seed_hash"] and (expert / EXPERT_INFO).exists()
+        assert sorted(info.languages) == sorted(cluster["languages"])
+        assert set(info.validation) <= set(cluster["languages"])  # its languages only
+        assert info.seed_hash and ExpertRecord.read(expert) == info
 
 
 def test_apportion_keeps_the_total():
@@ -42,28 +42,25 @@ def test_apportion_keeps_the_total():
 def test_budget_split_and_compute_matching(branch_setup):
     root, seed, alloc = branch_setup
     T = 32 * 4 * 32
-    jobs = plan_experts(seed, alloc, root / "plan", BranchSpec(T), base())
+    jobs = plan_experts(seed, alloc, root / "plan", branch(T))
     dense_steps = T // (4 * 32)
     # paper: the dense run's number of updates, each expert a share of its batch
-    assert all(j.config.max_tokens // (j.config.micro_batch_size * 32) == dense_steps
-               for j in jobs)  # fmt: skip
+    assert all(j.config.max_tokens // (j.config.micro_batch_size * 32) == dense_steps for j in jobs)
     assert sum(j.config.max_tokens for j in jobs) == T  # the batches add up to the dense batch
-    even = plan_experts(seed, alloc, root / "plan", BranchSpec(T, "even", "batch"), base())
+    even = plan_experts(seed, alloc, root / "plan", branch(T, "even", "batch"))
     assert [j.config.max_tokens for j in even] == [T // 2, T // 2]
     assert all(j.config.micro_batch_size == 4 for j in even)
     with pytest.raises(XelmError, match="too small"):
-        plan_experts(seed, alloc, root / "plan", BranchSpec(100, "even", "batch"), base())
+        plan_experts(seed, alloc, root / "plan", branch(100, "even", "batch"))
 
 
 def test_dense_and_experts_consume_the_same_tokens(branch_setup):
     root, seed, alloc = branch_setup
     T = 8 * 4 * 32
-    experts = train_experts(seed, alloc, root / "exp", BranchSpec(T, "even", "batch"), base(),
-                            progress=False)  # fmt: skip
+    experts = train_experts(seed, alloc, root / "exp", branch(T, "even", "batch"), progress=False)
     corpus = json.loads((alloc / "clusters.json").read_text())["settings"]["corpus"]
-    dense = train_dense(seed, corpus, root / "dense", T, base(), progress=False)
-    assert sum(e["tokens"] for e in experts) == dense["tokens"] == T
+    dense = train_dense(seed, corpus, root / "dense", branch(T), progress=False)
+    assert sum(e.tokens for e in experts) == dense.tokens == T
     # a re-run trains nothing: finished experts are skipped
-    again = train_experts(seed, alloc, root / "exp", BranchSpec(T, "even", "batch"), base(),
-                          progress=False)  # fmt: skip
-    assert [e["seconds"] for e in again] == [e["seconds"] for e in experts]
+    again = train_experts(seed, alloc, root / "exp", branch(T, "even", "batch"), progress=False)
+    assert [e.seconds for e in again] == [e.seconds for e in experts]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import xelm.ensemble  # noqa: F401  (registers the X-ELM model with the Auto classes)
+from xelm import XELMForCausalLM  # noqa: F401  (registers the X-ELM model with the Auto classes)
 from xelm.config import RouterChoice, load_config
 from xelm.corpus import Corpus
 from xelm.pipeline import run
@@ -21,20 +21,37 @@ pytestmark = [
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
 ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior"]  # as in tiny.yaml
-MODELS = ["seed", "unigram", "dense", "typology-k2/posterior", "typology-k2/lid-top1",
-          "typology-k2/uniform", "typology-k2/prior", "merged/typology-k2",
-          *(f"tfidf-k2/{r}" for r in ROUTERS), "merged/tfidf-k2"]  # fmt: skip
+MODELS = [
+    "seed",
+    "unigram",
+    "dense",
+    "typology-k2/posterior",
+    "typology-k2/lid-top1",
+    "typology-k2/uniform",
+    "typology-k2/prior",
+    "merged/typology-k2",
+    *(f"tfidf-k2/{r}" for r in ROUTERS),
+    "merged/tfidf-k2",
+]
 ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
-STAGES = ["corpus", "udhr", "tokenizer", "seed", *ALLOCATION_STAGES,
-          *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
-          "dense", *(f"eval {m}" for m in MODELS), "report"]  # fmt: skip
+STAGES = [
+    "corpus",
+    "udhr",
+    "tokenizer",
+    "seed",
+    *ALLOCATION_STAGES,
+    *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
+    "dense",
+    *(f"eval {m}" for m in MODELS),
+    "report",
+]
 DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in ("corpus", "udhr", *ALLOCATION_STAGES)]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     cfg = load_config(TINY, [f"run_dir={tmp_path_factory.mktemp('run')}"])
-    status = run(cfg, log=lambda _: None)
+    status = run(cfg, log=lambda _: None).stages
     return cfg, status
 
 
@@ -113,25 +130,28 @@ def test_both_allocations_split_the_three_languages(tiny_run):
     tfidf = Allocation(Path(cfg.run_dir) / "allocation" / "tfidf-k2")
     assert tfidf.info["quality"]["balance_documents"] <= 1.05
     corpus = Corpus(Path(cfg.run_dir) / "corpus")
-    assert tfidf.assignments().num_rows == sum(corpus.stats(lang)["documents"]
-                                               for lang in corpus.train_langs)  # fmt: skip
+    assert tfidf.assignments().num_rows == sum(
+        corpus.stats(lang)["documents"] for lang in corpus.train_langs
+    )
 
 
 def test_experts_branch_from_the_seed_and_match_the_dense_budget(tiny_run):
-    from xelm.experts import EXPERT_INFO, seed_hash
+    from xelm.experts import ExpertRecord, seed_hash
 
     cfg, _ = tiny_run
     run_dir = Path(cfg.run_dir)
     dense = json.loads((run_dir / "dense" / "xelm_train.json").read_text())
     for name in ALLOCATIONS:
         clusters = json.loads((run_dir / "allocation" / name / "clusters.json").read_text())
-        infos = [json.loads((run_dir / "experts" / name / f"expert_{c['id']:02d}" / EXPERT_INFO)
-                            .read_text()) for c in clusters["clusters"]]  # fmt: skip
-        assert all(i["seed_hash"] == seed_hash(run_dir / "seed") for i in infos)
+        infos = [
+            ExpertRecord.read(run_dir / "experts" / name / f"expert_{c['id']:02d}")
+            for c in clusters["clusters"]
+        ]
+        assert all(i.seed_hash == seed_hash(run_dir / "seed") for i in infos)
         for info, cluster in zip(infos, clusters["clusters"], strict=True):
-            assert set(info["validation"]) <= set(cluster["languages"])
+            assert set(info.validation) <= set(cluster["languages"])
         assert (
-            sum(i["tokens"] for i in infos)
+            sum(i.tokens for i in infos)
             == dense["tokens"]
             == cfg.experts.tokens // (64 * 8) * 64 * 8
         )  # whole steps of the dense batch
@@ -141,8 +161,10 @@ def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
     from xelm.sweep import run_sweep
 
     cfg, _ = tiny_run
-    out = run_sweep(cfg, [1, 2, 3], log=lambda _: None)  # k=2 is the run's; k=3 is trained
+    returned = run_sweep(cfg, [1, 2, 3], log=lambda _: None)  # k=2: the run's; k=3: trained
+    out = Path(cfg.run_dir) / "sweep"
     sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep == json.loads(json.dumps(returned))
     assert sweep["k"] == [1, 2, 3] and list(sweep["methods"]) == ["typology", "tfidf"]
     dense = json.loads((Path(cfg.run_dir) / "eval" / "dense.json").read_text())
     for per_set in sweep["methods"].values():
@@ -153,25 +175,30 @@ def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
     assert (out / "k_sweep.png").stat().st_size > 10_000
     assert "| k | typology | tfidf |" in (out / "sweep.md").read_text()
     # the run itself is untouched: nothing of it re-runs
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
+    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(STAGES, "skipped")
 
 
 def test_reruns_skip_or_rebuild_only_what_changed(tiny_run):
     """Last: it changes the run's settings."""
     cfg, _ = tiny_run
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
+    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(STAGES, "skipped")
     cfg.seed.log_every = 3  # no effect on the model: nothing re-runs
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(STAGES, "skipped")
-    cfg.ensembles.routers.append(RouterChoice("posterior", temperature=2.0))  # one more router
-    assert run(cfg, log=lambda _: None) == {
-        **dict.fromkeys(STAGES, "skipped"), "eval typology-k2/posterior-T2": "built",
-        "eval tfidf-k2/posterior-T2": "built", "report": "built",
-    }  # fmt: skip
+    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(STAGES, "skipped")
+    cfg.ensembles.routers.append(
+        RouterChoice(router="posterior", temperature=2.0)
+    )  # one more router
+    assert run(cfg, log=lambda _: None).stages == {
+        **dict.fromkeys(STAGES, "skipped"),
+        "eval typology-k2/posterior-T2": "built",
+        "eval tfidf-k2/posterior-T2": "built",
+        "report": "built",
+    }
     cfg.tokenizer.vocab_size = 900  # the tokenizer and everything downstream re-run
-    assert run(cfg, log=lambda _: None) == {
+    assert run(cfg, log=lambda _: None).stages == {
         **dict.fromkeys(STAGES, "skipped"),
         **dict.fromkeys(DOWNSTREAM_OF_TOKENIZER, "built"),
-        "eval typology-k2/posterior-T2": "built", "eval tfidf-k2/posterior-T2": "built",
-    }  # fmt: skip
+        "eval typology-k2/posterior-T2": "built",
+        "eval tfidf-k2/posterior-T2": "built",
+    }
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "tokenizer")) == 900
     assert len(AutoTokenizer.from_pretrained(Path(cfg.run_dir) / "seed")) == 900

@@ -6,9 +6,16 @@ from xelm.langs import iso639_3, normalize_lang
 
 @pytest.mark.parametrize(
     ("raw", "tag"),
-    [("en", "en"), ("EN", "en"), ("eng", "en"), ("en_US", "en-US"), ("zh-Hant", "zh-Hant"),
-     ("pt-br", "pt-BR"), ("deu", "de")],
-)  # fmt: skip
+    [
+        ("en", "en"),
+        ("EN", "en"),
+        ("eng", "en"),
+        ("en_US", "en-US"),
+        ("zh-Hant", "zh-Hant"),
+        ("pt-br", "pt-BR"),
+        ("deu", "de"),
+    ],
+)
 def test_codes_are_normalised_to_bcp47(raw, tag):
     assert normalize_lang(raw) == tag
 

@@ -32,8 +32,11 @@ def test_page_keeps_visible_content_paragraphs_only():
 
 def test_paragraphs_copied_from_english_are_dropped():
     paragraphs = page_paragraphs(PAGE)
-    english = {"Choose Tools - Options - Load/Save.", "bare cell",
-               "In the General section, you can select default settings."}  # fmt: skip
+    english = {
+        "Choose Tools - Options - Load/Save.",
+        "bare cell",
+        "In the General section, you can select default settings.",
+    }
     text, total, translated = translated_text(
         paragraphs, english, "Jpan", DemoFilter(min_translated_share=0.2, min_bytes=10)
     )

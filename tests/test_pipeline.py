@@ -29,17 +29,26 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
     records.append({"id": "x", "lang": "fr", "text": "un document dans une autre langue"})
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     overrides = [
-        f"run_dir={tmp_path / 'run'}", f"data.sources=[{source}]",
-        "data.train_langs=[en, ru, ja]", "data.heldout_langs=[]", "data.udhr=false",
-        "data.validation_fraction=0.1", "data.test_fraction=0.1",
-        f"tokenizer.pretrained={seed}", f"seed.init={seed}", "seed.max_tokens=0",
+        f"run_dir={tmp_path / 'run'}",
+        f"data.sources=[{source}]",
+        "data.train_langs=[en, ru, ja]",
+        "data.heldout_langs=[]",
+        "data.udhr=false",
+        "data.validation_fraction=0.1",
+        "data.test_fraction=0.1",
+        f"tokenizer.pretrained={seed}",
+        f"seed.init={seed}",
+        "seed.max_tokens=0",
         "allocations=[{method: typology, k: 2}]",
-        "experts.tokens=2048", "experts.train.seq_len=32", "experts.train.micro_batch_size=4",
+        "experts.tokens=2048",
+        "experts.train.seq_len=32",
+        "experts.train.micro_batch_size=4",
         "ensembles.routers=[{router: posterior}, {router: lid, top_k: 1}]",
-        "ensembles.prior_docs=3", "eval.max_docs=3",
-    ]  # fmt: skip
+        "ensembles.prior.documents=3",
+        "eval.max_docs=3",
+    ]
     cfg = load_config(CONFIGS / "tiny.yaml", overrides)
-    status = run(cfg, log=lambda _: None)
+    status = run(cfg, log=lambda _: None).stages
     assert set(status.values()) == {"built"} and "tokenizer" not in status
 
     run_dir = Path(cfg.run_dir)
@@ -50,7 +59,13 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
     seed_weights = (Path(seed) / "model.safetensors").read_bytes()
     assert (run_dir / "seed" / "model.safetensors").read_bytes() == seed_weights
     results = json.loads((run_dir / "results.json").read_text())
-    assert list(results["models"]) == ["seed", "unigram", "dense", "typology-k2/posterior",
-                                       "typology-k2/lid-top1", "merged/typology-k2"]  # fmt: skip
+    assert list(results["models"]) == [
+        "seed",
+        "unigram",
+        "dense",
+        "typology-k2/posterior",
+        "typology-k2/lid-top1",
+        "merged/typology-k2",
+    ]
     assert results["models"]["seed"]["cost"] == {"tokens": 0, "seconds": 0}
-    assert run(cfg, log=lambda _: None) == dict.fromkeys(status, "skipped")
+    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(status, "skipped")

@@ -3,22 +3,21 @@ import collections
 import pytest
 from transformers import AutoTokenizer
 
-from xelm.corpus import Corpus
+from xelm.corpus import Corpus, sampling_shares
 from xelm.errors import XelmError
 from xelm.tokenizer import (
     TokenizerSpec,
     balanced_sample,
     fertility,
-    language_shares,
     train_tokenizer,
 )
 
 
 def test_language_shares_interpolate_between_uniform_and_proportional():
     sizes = {"en": 900, "ja": 100}
-    assert language_shares(sizes, 1.0) == pytest.approx({"en": 0.9, "ja": 0.1})
-    assert language_shares(sizes, 0.0) == pytest.approx({"en": 0.5, "ja": 0.5})
-    mid = language_shares(sizes, 0.3)
+    assert sampling_shares(sizes, 1.0) == pytest.approx({"en": 0.9, "ja": 0.1})
+    assert sampling_shares(sizes, 0.0) == pytest.approx({"en": 0.5, "ja": 0.5})
+    mid = sampling_shares(sizes, 0.3)
     assert 0.1 < mid["ja"] < 0.5
 
 
@@ -51,6 +50,10 @@ def test_trained_tokenizer_loads_with_plain_transformers(corpus_dir, tmp_path):
 
 
 def test_vocab_too_small_is_a_user_error(corpus_dir, tmp_path):
-    with pytest.raises(XelmError, match="vocab_size 100 is too small"):
-        train_tokenizer(corpus_dir, tmp_path / "tok", TokenizerSpec(vocab_size=100))
+    from xelm.spec import load_spec
+
+    with pytest.raises(XelmError, match="vocab_size: input should be greater than or equal to 300"):
+        train_tokenizer(
+            corpus_dir, tmp_path / "tok", load_spec(TokenizerSpec, values={"vocab_size": 100})
+        )
     assert not (tmp_path / "tok").exists()

@@ -14,13 +14,21 @@ from safetensors.torch import load_file
 from xelm.config import TrainConfig
 from xelm.errors import XelmError
 from xelm.tokens import BlockSampler
-from xelm.train import lr_lambda, train
+from xelm.train.loop import lr_lambda, train
 
 
 def tiny_cfg(root, out, **kw):
-    base = dict(corpus=str(root / "corpus"), tokenizer=str(root / "tok"), out=str(out),
-                preset="tiny", max_tokens=60 * 4 * 32, seq_len=32, micro_batch_size=4,
-                log_every=1, threads=1)  # fmt: skip
+    base = dict(
+        corpus=str(root / "corpus"),
+        tokenizer=str(root / "tok"),
+        out=str(out),
+        preset="tiny",
+        max_tokens=60 * 4 * 32,
+        seq_len=32,
+        micro_batch_size=4,
+        log_every=1,
+        threads=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -30,11 +38,35 @@ def step_losses(model_dir):
 
 
 def xelm_train(root, out, *extra):
-    return [sys.executable, "-m", "xelm", "train", "seed", "--corpus", str(root / "corpus"),
-            "--tokenizer", str(root / "tok"), "--out", str(out), "--preset", "tiny",
-            "--tokens", str(400 * 4 * 32), "--quiet", "--set", "seq_len=32",
-            "--set", "micro_batch_size=4", "--set", "log_every=1", "--set", "threads=1",
-            "--set", "checkpoint_every=10", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "xelm",
+        "train",
+        "seed",
+        "--corpus",
+        str(root / "corpus"),
+        "--tokenizer",
+        str(root / "tok"),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--tokens",
+        str(400 * 4 * 32),
+        "--quiet",
+        "--set",
+        "seq_len=32",
+        "--set",
+        "micro_batch_size=4",
+        "--set",
+        "log_every=1",
+        "--set",
+        "threads=1",
+        "--set",
+        "checkpoint_every=10",
+        *extra,
+    ]
 
 
 def test_resume_after_sigkill_gives_the_same_losses_and_weights(lm_setup, tmp_path):
@@ -49,8 +81,9 @@ def test_resume_after_sigkill_gives_the_same_losses_and_weights(lm_setup, tmp_pa
     proc.send_signal(signal.SIGKILL)  # no chance to clean up
     proc.wait()
     assert not (tmp_path / "b").exists(), "the run finished before it could be killed"
-    subprocess.run(xelm_train(lm_setup, tmp_path / "b", "--resume"), check=True, env=env,
-                   timeout=600)  # fmt: skip
+    subprocess.run(
+        xelm_train(lm_setup, tmp_path / "b", "--resume"), check=True, env=env, timeout=600
+    )
 
     a, b = step_losses(tmp_path / "a"), step_losses(tmp_path / "b")
     assert len(a) == 400 and a == b  # bit-identical, step by step
@@ -80,7 +113,7 @@ def test_unfinished_run_needs_resume_and_same_config(lm_setup, tmp_path):
     work = tmp_path / "m.work" / "checkpoints" / "step_00000005"
     work.mkdir(parents=True)
     (work / "COMPLETE").write_text("")
-    (work / "train_state.json").write_text(json.dumps({"config": {**cfg.__dict__, "lr": 1.0}}))
+    (work / "train_config.json").write_text(json.dumps({**cfg.to_dict(), "lr": 1.0}))
     with pytest.raises(XelmError, match="pass --resume"):
         train(cfg, progress=False)
     with pytest.raises(XelmError, match=r"different config \(lr: 1.0 -> 0.003\)"):
@@ -100,8 +133,16 @@ def test_bad_input_errors(lm_setup, tmp_path):
     big.add_tokens([f"extra{i}" for i in range(50)])
     big.save_pretrained(tmp_path / "bigtok")
     with pytest.raises(XelmError, match="tokenizer has 450 tokens but the model only 400"):
-        train(tiny_cfg(lm_setup, tmp_path / "m2", preset=None, init=str(small),
-                       tokenizer=str(tmp_path / "bigtok")), progress=False)  # fmt: skip
+        train(
+            tiny_cfg(
+                lm_setup,
+                tmp_path / "m2",
+                preset=None,
+                init=str(small),
+                tokenizer=str(tmp_path / "bigtok"),
+            ),
+            progress=False,
+        )
 
 
 def test_language_without_data_in_a_split(lm_setup, tmp_path):
@@ -148,12 +189,35 @@ def test_two_processes_data_parallel(lm_setup, tmp_path):
     """The multi-GPU path (data sliced by rank, one writer, DDP), run as 2 CPU processes with
     gloo: torchrun sets the env that accelerate reads (`accelerate launch --cpu` would start
     a single process without MPI)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--standalone", "-m", "xelm", "train", "seed",
-           "--corpus", str(lm_setup / "corpus"), "--tokenizer", str(lm_setup / "tok"),
-           "--out", str(tmp_path / "ddp"), "--preset", "tiny", "--tokens", str(10 * 2 * 4 * 32),
-           "--quiet", "--set", "seq_len=32", "--set", "micro_batch_size=4",
-           "--set", "threads=1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "-m",
+        "xelm",
+        "train",
+        "seed",
+        "--corpus",
+        str(lm_setup / "corpus"),
+        "--tokenizer",
+        str(lm_setup / "tok"),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--preset",
+        "tiny",
+        "--tokens",
+        str(10 * 2 * 4 * 32),
+        "--quiet",
+        "--set",
+        "seq_len=32",
+        "--set",
+        "micro_batch_size=4",
+        "--set",
+        "threads=1",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -166,12 +230,31 @@ def test_continue_training_any_model_on_some_languages(lm_setup, tmp_path):
     """`xelm train continue`: start from an existing HF folder (here a tiny seed), train on
     one language only: the engine the experts and new-language runs will use."""
     seed = train(tiny_cfg(lm_setup, tmp_path / "seed", max_tokens=5 * 4 * 32), progress=False)
-    cmd = [sys.executable, "-m", "xelm", "train", "continue", "--init", str(seed),
-           "--corpus", str(lm_setup / "corpus"), "--out", str(tmp_path / "ru"), "--langs", "ru",
-           "--tokens", str(5 * 4 * 32), "--quiet", "--set", "seq_len=32",
-           "--set", "micro_batch_size=4"]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "xelm",
+        "train",
+        "continue",
+        "--init",
+        str(seed),
+        "--corpus",
+        str(lm_setup / "corpus"),
+        "--out",
+        str(tmp_path / "ru"),
+        "--langs",
+        "ru",
+        "--tokens",
+        str(5 * 4 * 32),
+        "--quiet",
+        "--set",
+        "seq_len=32",
+        "--set",
+        "micro_batch_size=4",
+    ]
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     info = json.loads((tmp_path / "ru" / "xelm_train.json").read_text())
     assert info["languages"] == ["ru"] and info["config"]["init"] == str(seed)
@@ -179,12 +262,17 @@ def test_continue_training_any_model_on_some_languages(lm_setup, tmp_path):
 
 
 def test_training_on_one_cluster_of_an_allocation_sees_only_its_languages(lm_setup, tmp_path):
-    from xelm.allocate.typology import allocate_typology
+    from xelm.allocate.typology import TypologySpec, allocate_typology
 
-    info = allocate_typology(lm_setup / "corpus", 2, tmp_path / "alloc")
+    info = allocate_typology(lm_setup / "corpus", tmp_path / "alloc", TypologySpec(k=2))
     for cluster in info["clusters"]:
-        cfg = tiny_cfg(lm_setup, tmp_path / f"expert{cluster['id']}", max_tokens=4 * 4 * 32,
-                       allocation=str(tmp_path / "alloc"), cluster=cluster["id"])  # fmt: skip
+        cfg = tiny_cfg(
+            lm_setup,
+            tmp_path / f"expert{cluster['id']}",
+            max_tokens=4 * 4 * 32,
+            allocation=str(tmp_path / "alloc"),
+            cluster=cluster["id"],
+        )
         out = train(cfg, progress=False)
         meta = json.loads((out / "xelm_train.json").read_text())
         assert sorted(meta["languages"]) == sorted(cluster["languages"])

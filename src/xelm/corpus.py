@@ -16,15 +16,17 @@ import time
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zstandard
+from pydantic import Field, model_validator
 
 from xelm.errors import XelmError
 from xelm.langs import normalize_lang
 from xelm.paths import atomic_dir
+from xelm.spec import Spec
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
@@ -44,19 +46,34 @@ def unit_hash(key: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-@dataclass(frozen=True)
-class SplitFractions:
+class SplitFractions(Spec):
     """Shares of each language's documents held out for validation and test."""
 
-    validation: float = 0.05
-    test: float = 0.05
+    validation_fraction: float = Field(0.05, ge=0, le=1)
+    """share of each language's documents in the validation split (by a hash of the id)"""
+    test_fraction: float = Field(0.05, ge=0, le=1)
+    """share of each language's documents in the test split"""
+
+    @model_validator(mode="after")
+    def _some_training_left(self) -> SplitFractions:
+        if self.validation_fraction + self.test_fraction > 1:
+            raise ValueError("validation_fraction + test_fraction must be at most 1")
+        return self
 
     def of(self, doc_id: str) -> str:
         """The split of a document: a pure function of its id (language-independent)."""
         u = unit_hash(doc_id)
-        if u < self.test:
+        if u < self.test_fraction:
             return "test"
-        return "validation" if u < self.test + self.validation else "train"
+        return "validation" if u < self.test_fraction + self.validation_fraction else "train"
+
+
+def sampling_shares(sizes: dict[str, int | float], alpha: float) -> dict[str, float]:
+    """Temperature-sampled language shares p_l ∝ n_l^α (α=1: proportional, α=0: uniform; an
+    empty language gets none), for the tokenizer's sample and the training mix alike."""
+    weights = {lang: float(n) ** alpha if n > 0 else 0.0 for lang, n in sizes.items()}
+    total = sum(weights.values())
+    return {lang: w / total for lang, w in weights.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,17 +81,23 @@ class SplitFractions:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SourceOptions:
+class SourceOptions(Spec):
     """How to read records that don't use xelm's field names."""
 
-    lang: str | None = None  # language of every record (for sources without a language field)
+    lang: str | None = None
+    """language of records that have none (sources without a language field)"""
     text_field: str = "text"
+    """the records' text field"""
     lang_field: str = "lang"
+    """the records' language field"""
     id_field: str = "id"
-    hf_configs: list[str] = field(default_factory=list)  # e.g. mC4 language configs
+    """the records' id field (records without one get a hash of their text)"""
+    hf_configs: list[str] = []
+    """hub datasets: configs to read, e.g. mC4 language codes (the config names the language)"""
     hf_split: str = "train"
-    max_docs: int | None = None  # per HF config: stop streaming a hub dataset after this many
+    """hub datasets: the split to read"""
+    max_docs_per_lang: int | None = Field(None, ge=1)
+    """keep at most this many documents per language (and stop streaming each hub config there)"""
 
 
 def _text_id(text: str) -> str:
@@ -201,7 +224,7 @@ def read_hf(name: str, opts: SourceOptions) -> Iterator[Document]:
 
         parts = ((cfg or opts.lang, stream(cfg)) for cfg in configs)
     for default_lang, rows in parts:
-        for i, rec in enumerate(itertools.islice(rows, opts.max_docs)):
+        for i, rec in enumerate(itertools.islice(rows, opts.max_docs_per_lang)):
             yield _record_to_doc(rec, opts, f"{name}: row {i}", default_lang)
 
 
@@ -345,7 +368,10 @@ class CorpusWriter:
             manifest = {
                 "format": FORMAT,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "split_fractions": {"validation": self.splits.validation, "test": self.splits.test},
+                "split_fractions": {
+                    "validation": self.splits.validation_fraction,
+                    "test": self.splits.test_fraction,
+                },
                 "unicode_normalization": "NFC",
                 "languages": dict(sorted(self.counts.items())),
                 "duplicates_dropped": self.duplicates,
@@ -380,7 +406,9 @@ class Corpus:
         except json.JSONDecodeError as e:
             raise XelmError(f"{manifest}: invalid JSON ({e.msg}, line {e.lineno})") from None
         fr = self.manifest.get("split_fractions", {})
-        self.splits = SplitFractions(**fr)
+        self.splits = SplitFractions(
+            validation_fraction=fr.get("validation", 0.05), test_fraction=fr.get("test", 0.05)
+        )
 
     @property
     def langs(self) -> list[str]:

@@ -43,12 +43,16 @@ class LangScore:
 
     def to_dict(self) -> dict[str, float]:
         fields = {k: v for k, v in asdict(self).items() if v is not None}
-        return {**fields, "perplexity": round(self.perplexity, 4),
-                "bits_per_byte": round(self.bits_per_byte, 5)}  # fmt: skip
+        return {
+            **fields,
+            "perplexity": round(self.perplexity, 4),
+            "bits_per_byte": round(self.bits_per_byte, 5),
+        }
 
 
-def windows(ids: list[int], context: int, stride: int,
-            skip: int = 0) -> list[tuple[list[int], int]]:  # fmt: skip
+def windows(
+    ids: list[int], context: int, stride: int, skip: int = 0
+) -> list[tuple[list[int], int]]:
     """Split `ids` (separator first) into (window, number of trailing tokens to score) pairs so
     that every token after the separator is scored once, each with as much context as fits
     (after the first `skip` tokens, scored elsewhere)."""
@@ -80,8 +84,9 @@ def _documents(tokenizer, texts: list[str], score: LangScore) -> list[list[int]]
     """Token ids of each document, separator first; counts documents, tokens and bytes."""
     sep = _separator(tokenizer)
     docs = []
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
-                         strict=True):  # fmt: skip
+    for text, ids in zip(
+        texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True
+    ):
         score.documents += 1
         score.tokens += len(ids)
         score.bytes += len(text.encode("utf-8"))
@@ -129,23 +134,35 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
 
 @torch.no_grad()
 def score_texts(
-    model, tokenizer, texts: list[str], context: int, stride: int | None = None,
-    batch_size: int = 8, device: str | torch.device = "cpu",
-) -> LangScore:  # fmt: skip
+    model,
+    tokenizer,
+    texts: list[str],
+    context: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> LangScore:
     """Sum of NLL over all tokens of `texts` (each scored as its own document)."""
     stride = stride or max(1, context // 2)
     score = LangScore()
-    pieces = [p for ids in _documents(tokenizer, texts, score)
-              for p in windows(ids, context, stride)]  # fmt: skip
+    pieces = [
+        p for ids in _documents(tokenizer, texts, score) for p in windows(ids, context, stride)
+    ]
     score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device)
     return score
 
 
 @torch.no_grad()
 def score_texts_routed(
-    model, tokenizer, texts: list[str], context: int, route_tokens: int = 32,
-    stride: int | None = None, batch_size: int = 8, device: str | torch.device = "cpu",
-) -> LangScore:  # fmt: skip
+    model,
+    tokenizer,
+    texts: list[str],
+    context: int,
+    route_tokens: int = 32,
+    stride: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> LangScore:
     """An ensemble whose α is fixed per document from its beginning (prefix routers, or top-k
     of the posterior): each document's first `route_tokens` tokens (its head) are scored by the
     posterior over all experts, token by token; the router reads the head and the rest is scored
@@ -164,13 +181,17 @@ def score_texts_routed(
         per_batch = max(batch_size, batch_size * context // (route_tokens + 1))
         for i in range(0, len(heads), per_batch):
             ids, mask, target_mask = _pad(heads[i : i + per_batch], _separator(tokenizer), device)
-            logp, posterior = model.score(ids, mask, F.pad(target_mask, (0, 1)),
-                                          return_posterior=True)  # fmt: skip
+            logp, posterior = model.score(
+                ids, mask, F.pad(target_mask, (0, 1)), return_posterior=True
+            )
             score.nll -= logp.sum().item()
             routed = model.route(ids, mask, router=router) if router.reads_prefix else None
             log_alpha += list(routed if routed is not None else posterior)
-    pieces = [(w, n, a) for ids, a in zip(docs, log_alpha, strict=True)
-              for w, n in windows(ids, context, stride, skip=route_tokens)]  # fmt: skip
+    pieces = [
+        (w, n, a)
+        for ids, a in zip(docs, log_alpha, strict=True)
+        for w, n in windows(ids, context, stride, skip=route_tokens)
+    ]
     score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
     top = torch.stack(log_alpha).argmax(-1)
     score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
@@ -192,11 +213,18 @@ def is_ensemble(path: str | Path) -> bool:
 
 
 def evaluate_model(
-    model_path: str | Path, corpus_dir: str | Path, split: str = "test",
-    langs: list[str] | None = None, context: int | None = None, max_docs: int | None = None,
-    batch_size: int = 8, router: str | None = None, top_experts: int | None = None,
-    temperature: float | None = None, route_tokens: int = 32,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+    model_path: str | Path,
+    corpus_dir: str | Path,
+    split: str = "test",
+    langs: list[str] | None = None,
+    context: int | None = None,
+    max_docs: int | None = None,
+    batch_size: int = 8,
+    router: str | None = None,
+    top_experts: int | None = None,
+    temperature: float | None = None,
+    route_tokens: int = 32,
+) -> dict[str, dict[str, float]]:
     """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
     causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`)."""
     from xelm.models import check_vocab, load_model
@@ -205,9 +233,9 @@ def evaluate_model(
     if is_ensemble(model_path):
         from xelm.ensemble import XELMForCausalLM
 
-        model = XELMForCausalLM.from_pretrained(model_path, router=router,
-                                                top_experts=top_experts,
-                                                temperature=temperature)  # fmt: skip
+        model = XELMForCausalLM.from_pretrained(
+            model_path, router=router, top_experts=top_experts, temperature=temperature
+        )
         tokenizer, inner = model.tokenizer, model.experts[0].config
         score = functools.partial(score_texts_routed, route_tokens=route_tokens)
     else:
@@ -220,16 +248,18 @@ def evaluate_model(
     results = {}
     for lang in langs or corpus.langs:
         texts = _texts(corpus, split, lang, max_docs)
-        results[lang] = score(model, tokenizer, texts, context - 1,
-                              batch_size=batch_size).to_dict()  # fmt: skip
+        results[lang] = score(model, tokenizer, texts, context - 1, batch_size=batch_size).to_dict()
     return results
 
 
 def unigram_baseline(
-    tokenizer_path: str | Path, corpus_dir: str | Path, split: str = "test",
-    langs: list[str] | None = None, max_docs: int | None = None,
+    tokenizer_path: str | Path,
+    corpus_dir: str | Path,
+    split: str = "test",
+    langs: list[str] | None = None,
+    max_docs: int | None = None,
     train_corpus_dir: str | Path | None = None,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+) -> dict[str, dict[str, float]]:
     """A per-language unigram LM (add-one smoothed token frequencies of the train split of
     `train_corpus_dir`, default `corpus_dir`): the bar a trained model must clear clearly."""
     import numpy as np
@@ -250,8 +280,9 @@ def unigram_baseline(
         log_p = np.log((counts + 1) / (counts.sum() + vocab))
         score = LangScore()
         texts = _texts(corpus, split, lang, max_docs)
-        for text, ids in zip(texts, tokenizer(texts, add_special_tokens=False)["input_ids"],
-                             strict=True):  # fmt: skip
+        for text, ids in zip(
+            texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True
+        ):
             score.documents += 1
             score.tokens += len(ids)
             score.bytes += len(text.encode("utf-8"))

@@ -10,37 +10,64 @@ and runs its share of the steps. Either way the experts together see T tokens, l
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic.dataclasses import dataclass as config_dataclass
+from pydantic import Field, field_validator
 
-from xelm.allocate.allocation import Allocation
-from xelm.config import STRICT, TrainConfig, load_config, to_dict
-from xelm.corpus import Corpus
 from xelm.errors import XelmError
-from xelm.paths import atomic_write_text
-from xelm.tokenizer import load_tokenizer
-from xelm.tokens import cluster_streams
+from xelm.spec import Record, Spec, load_spec
+from xelm.train import TrainConfig, TrainRecord
 
-EXPERT_INFO = "xelm_expert.json"
+# Branch-Train's own training defaults: a lower peak learning rate than pretraining (the seed
+# carries most of the compute) and checkpoints, since experts are the long jobs. A `train:`
+# section in a config changes only the keys it names.
+BRANCH_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "checkpoint_every": 50}
 
 
-@dataclass(frozen=True)
-class BranchSpec:
-    tokens: int  # total budget T shared by the experts (the dense baseline gets the same)
+class BranchSpec(Spec):
+    """How the experts (and the dense baseline) are trained from the seed."""
+
+    tokens: int = Field(800_000, ge=1)
+    """T: the experts' total budget in tokens, and the dense baseline's"""
     split: Literal["proportional", "even"] = "proportional"
+    """the budget across experts: in proportion to their clusters' tokens, or evenly"""
     match: Literal["updates", "batch"] = "updates"
+    """updates: every expert runs the dense run's steps with a share of its batch (the
+    paper's); batch: the dense batch for a share of the steps"""
+    train: TrainConfig = TrainConfig(**BRANCH_TRAIN_DEFAULTS)
+    """the training loop's settings (corpus, init and out are filled in per expert)"""
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _over_branch_defaults(cls, value: Any) -> Any:
+        return {**BRANCH_TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value
 
 
-@config_dataclass(config=STRICT)
-class ExpertJob:
+class ExpertRecord(Record):
+    """`xelm_expert.json`: a finished expert's place in its X-ELM."""
+
+    FILE = "xelm_expert.json"
+
+    cluster: int
+    languages: list[str]
+    share: float  # of the budget
+    tokens: int
+    steps: int
+    seconds: float
+    resumed_at: list[int] = []
+    seed: str  # the model it branched from
+    seed_hash: str  # of the seed's weights
+    allocation: str | None = None
+    split: str
+    match: str
+    validation_loss: float | None = None  # mean over its languages
+    validation: dict[str, dict[str, float]] = {}
+
+
+class ExpertJob(Spec):
     """Everything needed to train one expert, self-contained: the launchers pass it to worker
     processes, Ray tasks or a cluster scheduler as a YAML job file (`xelm train job FILE`)."""
 
@@ -62,23 +89,23 @@ class ExpertJob:
 
     @property
     def done(self) -> bool:
-        return (self.out / EXPERT_INFO).exists()
+        return (self.out / ExpertRecord.FILE).exists()
 
-    def info(self) -> dict:
-        """The finished expert's metadata (`xelm_expert.json`)."""
-        return json.loads((self.out / EXPERT_INFO).read_text())
+    def info(self) -> ExpertRecord:
+        """The finished expert's record."""
+        return ExpertRecord.read(self.out)
 
 
 def write_job(job: ExpertJob, folder: str | Path) -> Path:
-    from xelm.paths import atomic_write_text
+    from xelm.spec import dump_spec
 
     path = Path(folder) / f"{job.name}.yaml"
-    atomic_write_text(path, yaml.safe_dump(to_dict(job), sort_keys=False, allow_unicode=True))
+    dump_spec(job, path)
     return path
 
 
 def load_job(path: str | Path) -> ExpertJob:
-    return load_config(path, cls=ExpertJob)
+    return load_spec(ExpertJob, path)
 
 
 def seed_hash(seed: str | Path) -> str:
@@ -108,25 +135,37 @@ def apportion(total: int, shares: list[float]) -> list[int]:
     return parts
 
 
-def plan_experts(
-    seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec, base: TrainConfig
-) -> list[ExpertJob]:
-    """One training config per cluster: init = the seed, data = the cluster, budget per `spec`."""
-    alloc = Allocation(allocation)
+def cluster_tokens(alloc, tokenizer) -> list[int]:
+    """Training tokens of each cluster of an `Allocation` (tokenising the corpus on first use)."""
+    from xelm.corpus import Corpus
+    from xelm.tokens import cluster_streams
+
     corpus = Corpus(alloc.info["settings"]["corpus"])
-    tokenizer = load_tokenizer(base.tokenizer or str(seed))
-    check_seed_vocab(seed, tokenizer, base.tokenizer or str(seed))
     langs = alloc.info["settings"]["languages"]
     sizes = []
     for c in range(alloc.k):
         streams = cluster_streams(corpus, tokenizer, "train", langs, alloc, c)
         if not streams:
-            raise XelmError(f"{allocation}: cluster {c} has no training documents")
+            raise XelmError(f"{alloc.path}: cluster {c} has no training documents")
         sizes.append(sum(s.tokens for s in streams.values()))
+    return sizes
+
+
+def plan_experts(
+    seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec
+) -> list[ExpertJob]:
+    """One training config per cluster: init = the seed, data = the cluster, budget per `spec`."""
+    from xelm.allocate.allocation import Allocation
+    from xelm.tokenizer import load_tokenizer
+
+    base = spec.train
+    alloc = Allocation(allocation)
+    tokenizer = load_tokenizer(base.tokenizer or str(seed))
+    check_seed_vocab(seed, tokenizer, base.tokenizer or str(seed))
+    sizes = cluster_tokens(alloc, tokenizer)
     even = [1 / alloc.k] * alloc.k
     shares = [s / sum(sizes) for s in sizes] if spec.split == "proportional" else even
-    batch_seqs = base.micro_batch_size * base.grad_accum_steps
-    dense_steps = spec.tokens // (batch_seqs * base.seq_len)
+    dense_steps = spec.tokens // base.tokens_per_step()
     micros = apportion(base.micro_batch_size, shares)
     jobs = []
     for c, share in enumerate(shares):
@@ -140,13 +179,27 @@ def plan_experts(
                 f"--tokens {spec.tokens:,} is too small: expert {c} ({share:.0%} of the budget) "
                 "would not make one optimizer step; raise the budget or shrink the batch"
             )
-        cfg = dataclasses.replace(
-            base, corpus=str(corpus.path), init=str(seed), preset=None, max_tokens=tokens,
-            micro_batch_size=micro, allocation=str(alloc.path), cluster=c,
+        cfg = base.replace(
+            corpus=str(Path(alloc.info["settings"]["corpus"])),
+            init=str(seed),
+            preset=None,
+            max_tokens=tokens,
+            micro_batch_size=micro,
+            allocation=str(alloc.path),
+            cluster=c,
             out=str(Path(out) / f"expert_{c:02d}"),
-        )  # fmt: skip
-        cluster_langs = list(alloc.clusters[c]["languages"])
-        jobs.append(ExpertJob(c, cluster_langs, share, str(seed), spec.split, spec.match, cfg))
+        )
+        jobs.append(
+            ExpertJob(
+                cluster=c,
+                languages=list(alloc.clusters[c]["languages"]),
+                share=share,
+                seed=str(seed),
+                split=spec.split,
+                match=spec.match,
+                config=cfg,
+            )
+        )
     return jobs
 
 
@@ -160,37 +213,39 @@ def check_seed_vocab(seed: str | Path, tokenizer, where: str) -> None:
     except (OSError, ValueError) as e:
         raise XelmError(f"{seed}: not an HF model folder ({str(e).splitlines()[0]})") from None
     if len(tokenizer) > vocab:
-        raise XelmError(f"{where}: tokenizer has {len(tokenizer)} tokens but the seed {seed} only "
-                        f"{vocab} embeddings; experts use the seed's own tokenizer")  # fmt: skip
+        raise XelmError(
+            f"{where}: tokenizer has {len(tokenizer)} tokens but the seed {seed} only "
+            f"{vocab} embeddings; experts use the seed's own tokenizer"
+        )
 
 
-def train_expert(job: ExpertJob, progress: bool = True) -> dict:
+def train_expert(job: ExpertJob, progress: bool = True) -> ExpertRecord:
     """Train one expert (resuming its checkpoints if any); skip it if already finished."""
-    from xelm.train import TRAIN_INFO, train
+    from xelm.train.loop import train
 
     if job.done:
         return job.info()
     train(job.config, resume=True, progress=progress)
-    run = json.loads((job.out / TRAIN_INFO).read_text())
-    info = {
-        "cluster": job.cluster,
-        "languages": job.languages,
-        "share": round(job.share, 6),
-        "tokens": run["tokens"],
-        "steps": run["steps"],
-        "seconds": run["seconds"],
-        "resumed_at": run.get("resumed_at", []),
-        "seed": job.seed,
-        "seed_hash": seed_hash(job.seed),
-        "allocation": job.config.allocation,
-        "split": job.split,
-        "match": job.match,
-        "validation_loss": _mean_loss(run),
-        "validation": run["validation"],
-    }
+    run = TrainRecord.read(job.out)
+    record = ExpertRecord(
+        cluster=job.cluster,
+        languages=job.languages,
+        share=round(job.share, 6),
+        tokens=run.tokens,
+        steps=run.steps,
+        seconds=run.seconds,
+        resumed_at=run.resumed_at,
+        seed=job.seed,
+        seed_hash=seed_hash(job.seed),
+        allocation=job.config.allocation,
+        split=job.split,
+        match=job.match,
+        validation_loss=run.mean_validation_loss,
+        validation=run.validation,
+    )
     if os.environ.get("RANK", "0") == "0":  # one writer under `accelerate launch`
-        atomic_write_text(job.out / EXPERT_INFO, json.dumps(info, indent=2) + "\n")
-    return info
+        record.write(job.out)
+    return record
 
 
 def train_experts(
@@ -198,34 +253,24 @@ def train_experts(
     allocation: str | Path,
     out: str | Path,
     spec: BranchSpec,
-    base: TrainConfig,
     progress: bool = True,
-) -> list[dict]:
+) -> list[ExpertRecord]:
     """Plan and train every expert one after another in this process (the sequential
     launcher without its live view; `xelm.launch` has the others)."""
-    return [train_expert(job, progress) for job in plan_experts(seed, allocation, out, spec, base)]
+    return [train_expert(job, progress) for job in plan_experts(seed, allocation, out, spec)]
 
 
 def train_dense(
-    seed: str | Path, corpus: str | Path, out: str | Path, tokens: int, base: TrainConfig,
-    progress: bool = True,
-) -> dict:  # fmt: skip
+    seed: str | Path, corpus: str | Path, out: str | Path, spec: BranchSpec, progress: bool = True
+) -> TrainRecord:
     """The compute-matched k=1 baseline: the seed on all training data for the same tokens."""
-    from xelm.train import TRAIN_INFO, train
+    from xelm.train.loop import train
 
-    cfg = dataclasses.replace(base, corpus=str(corpus), init=str(seed), preset=None,
-                              max_tokens=tokens, out=str(out))  # fmt: skip
+    cfg = spec.train.replace(
+        corpus=str(corpus), init=str(seed), preset=None, max_tokens=spec.tokens, out=str(out)
+    )
     train(cfg, resume=True, progress=progress)
-    run = json.loads((Path(out) / TRAIN_INFO).read_text())
-    return {"tokens": run["tokens"], "steps": run["steps"], "seconds": run["seconds"],
-            "seed_hash": seed_hash(seed), "validation_loss": _mean_loss(run),
-            "validation": run["validation"]}  # fmt: skip
-
-
-def _mean_loss(run: dict) -> float | None:
-    """Mean over languages of a finished run's final validation loss."""
-    losses = [v["loss"] for v in run["validation"].values()]
-    return round(sum(losses) / len(losses), 4) if losses else None
+    return TrainRecord.read(out)
 
 
 def expert_folders(*paths: str | Path) -> list[Path]:

@@ -15,7 +15,6 @@ their last checkpoint, so re-running after a crash trains only what is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import signal
@@ -27,22 +26,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
+
 from xelm.errors import XelmError
 from xelm.experts import ExpertJob, train_expert, write_job
 from xelm.monitor import ExpertsView
+from xelm.spec import Spec, no_effect, one_of
 
-Launcher = Literal["sequential", "local", "ray"]
 
+class LaunchSpec(Spec):
+    """Where the experts train; none of it changes the trained experts."""
 
-@dataclass(frozen=True)
-class LaunchSpec:
-    launcher: Launcher = "sequential"
-    workers: int = 2  # local: experts trained at once (ray: sets the default CPUs per expert)
-    gpus_per_expert: int = 0  # > 1: each expert is a multi-GPU `accelerate launch` run
-    cpus_per_expert: int | None = None  # default: this host's cores / workers
-    address: str | None = None  # ray: a running cluster ("host:6379", "ray://host:10001")
-    retries: int = 2  # ray: retries of a task whose worker died (or hit an OS/runtime error)
-    port: int = 29500  # first rendezvous port; worker slot i uses port + i
+    launcher: str = no_effect("sequential")
+    """sequential: in this process; local: worker processes; ray: Ray tasks"""
+    workers: int = no_effect(2, ge=1)
+    """experts trained at once (local; ray: sets the default CPUs per expert)"""
+    gpus_per_expert: int = no_effect(0, ge=0)
+    """GPUs per expert; more than 1 runs each expert under `accelerate launch`"""
+    cpus_per_expert: int | None = no_effect(None, ge=1)
+    """CPU threads per expert (default: this host's cores / workers)"""
+    address: str | None = no_effect(None)
+    """ray: a running cluster (host:6379, ray://host:10001 or auto); default: a local one"""
+    retries: int = no_effect(2, ge=0)
+    """ray: retries of a task whose worker died (or hit an OS/runtime error)"""
+    port: int = no_effect(29500, ge=1, le=65535)
+    """first rendezvous port of multi-GPU experts; worker slot i uses port + i"""
+
+    @field_validator("launcher")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return one_of(name, LAUNCHERS, "launcher")
 
     def threads(self) -> int:
         return self.cpus_per_expert or max(1, (os.cpu_count() or 1) // self.workers)
@@ -56,14 +69,11 @@ class Outcome:
     error: str | None = None
 
 
-def launch(jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path,
-           progress: bool = True) -> list[Outcome]:  # fmt: skip
+def launch(
+    jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path, progress: bool = True
+) -> list[Outcome]:
     """Train every job that is not finished yet with the chosen launcher; never raises for a
     failed expert (the outcomes say which failed and why), so the others' results stand."""
-    if spec.workers < 1:
-        raise XelmError(f"--workers must be at least 1, not {spec.workers}")
-    if spec.launcher not in ("sequential", "local", "ray"):
-        raise XelmError(f"unknown launcher {spec.launcher!r}; use sequential, local or ray")
     if spec.launcher == "ray" and spec.address:
         check_reachable(spec.address)  # before anything is written
     if spec.launcher != "sequential" and not any(j.config.threads for j in jobs):
@@ -75,20 +85,21 @@ def launch(jobs: list[ExpertJob], spec: LaunchSpec, job_dir: str | Path,
     for j in outcomes.values():
         view.set(j.job, "done")
     with view:
-        if spec.launcher == "sequential":
-            for job in todo:
-                view.set(job, "running")
-                outcomes[job.cluster] = Outcome(job, "trained", train_expert(job, progress=False))
-                view.set(job, "done")
-        elif spec.launcher == "local":
-            outcomes |= _run_local(todo, files, spec, Path(job_dir), view)
-        else:
-            outcomes |= _run_ray(todo, files, spec)
+        outcomes |= LAUNCHERS[spec.launcher](todo, files, spec, Path(job_dir), view)
     return [outcomes[j.cluster] for j in jobs]
 
 
+def _run_sequential(todo, files, spec: LaunchSpec, job_dir: Path, view) -> dict[int, Outcome]:
+    outcomes = {}
+    for job in todo:
+        view.set(job, "running")
+        outcomes[job.cluster] = Outcome(job, "trained", train_expert(job, progress=False))
+        view.set(job, "done")
+    return outcomes
+
+
 def _with_threads(job: ExpertJob, threads: int) -> ExpertJob:
-    return dataclasses.replace(job, config=dataclasses.replace(job.config, threads=threads))
+    return job.replace(config=job.config.replace(threads=threads))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +113,16 @@ def worker_command(job_file: Path, gpus: int, port: int) -> list[str]:
     xelm = ["-m", "xelm", "train", "job", str(job_file), "--quiet"]
     if gpus <= 1:
         return [sys.executable, *xelm]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus),
-            "--main_process_port", str(port), *xelm]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(gpus),
+        "--main_process_port",
+        str(port),
+        *xelm,
+    ]
 
 
 def _run_local(todo, files, spec: LaunchSpec, job_dir: Path, view) -> dict[int, Outcome]:
@@ -153,9 +172,7 @@ def _failure(code: int, log: Path) -> str:
 
 def _ray_task(job_dict: dict, threads: int, gpus: int, port: int, job_file: str) -> dict:
     """Runs on a Ray worker: train one expert (resuming its checkpoints after a retry)."""
-    from pydantic import TypeAdapter
-
-    job = TypeAdapter(ExpertJob).validate_python(job_dict)
+    job = ExpertJob.model_validate(job_dict)
     if gpus > 1:  # several GPUs for one expert: its own accelerate launch inside the task
         subprocess.run(worker_command(Path(job_file), gpus, port), check=True)
         return job.info()
@@ -172,17 +189,23 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise XelmError(f"--address {address!r}: expected host:port (e.g. 10.0.0.1:6379 or "
-                        "ray://10.0.0.1:10001) or auto")  # fmt: skip
+        raise XelmError(
+            f"--address {address!r}: expected host:port (e.g. 10.0.0.1:6379 or "
+            "ray://10.0.0.1:10001) or auto"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise XelmError(f"--address {address}: Ray cluster unreachable ({e.strerror or e}); "
-                        "start one with `ray start --head`, or drop --address to run Ray "
-                        "on this machine") from None  # fmt: skip
+        raise XelmError(
+            f"--address {address}: Ray cluster unreachable ({e.strerror or e}); "
+            "start one with `ray start --head`, or drop --address to run Ray "
+            "on this machine"
+        ) from None
 
 
-def _run_ray(todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec) -> dict[int, Outcome]:
+def _run_ray(
+    todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec, job_dir: Path, view
+) -> dict[int, Outcome]:
     try:
         import ray
     except ImportError:
@@ -199,18 +222,24 @@ def _run_ray(todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec) ->
                 "~/.ray/auth_token or RAY_AUTH_TOKEN (`ray get-auth-token` on the head node)"
             ) from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
     try:
         threads = spec.threads()
         task = ray.remote(_ray_task).options(
-            num_cpus=threads, num_gpus=spec.gpus_per_expert, max_retries=spec.retries,
+            num_cpus=threads,
+            num_gpus=spec.gpus_per_expert,
+            max_retries=spec.retries,
             retry_exceptions=[OSError, RuntimeError],  # not xelm's own errors: bad input
-        )  # fmt: skip
+        )
         refs = {}
         for i, job in enumerate(todo):
             ref = task.remote(
-                dataclasses.asdict(job),
+                job.to_dict(),
                 job.config.threads or threads,
                 spec.gpus_per_expert,
                 spec.port + i,
@@ -229,3 +258,7 @@ def _run_ray(todo: list[ExpertJob], files: dict[int, Path], spec: LaunchSpec) ->
         return outcomes
     finally:
         ray.shutdown()
+
+
+# The launchers by name: each trains the jobs not done yet and returns their outcomes.
+LAUNCHERS = {"sequential": _run_sequential, "local": _run_local, "ray": _run_ray}

@@ -20,13 +20,28 @@ hf_logging.disable_progress_bar()  # per-shard bars for a few-MB model are noise
 # (fp32, ~8k tokens/s with a 4096 vocabulary): at that compute a compute-optimal model is tiny
 # (Chinchilla: tokens ≈ 20 × parameters), and the LM head is a large part of its cost.
 PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "num_key_value_heads": 2},
-    "demo": {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 4,
-             "num_attention_heads": 2, "num_key_value_heads": 2},
-    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 6,
-              "num_attention_heads": 4, "num_key_value_heads": 4},
-}  # fmt: skip
+    "tiny": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    },
+    "demo": {
+        "hidden_size": 96,
+        "intermediate_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    },
+    "small": {
+        "hidden_size": 256,
+        "intermediate_size": 704,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+    },
+}
 
 
 def build_model(preset: str, tokenizer, max_positions: int, seed: int = 0):
@@ -69,6 +84,17 @@ def check_vocab(model, tokenizer, where: str = "") -> None:
             f"{at}tokenizer has {len(tokenizer)} tokens but the model only {n_model} embeddings; "
             "use the tokenizer the model was trained with"
         )
+
+
+def check_same_architecture(configs: list, names: list[str]) -> None:
+    """Models to be mixed or averaged must be of one architecture family (HF model_type)."""
+    first = configs[0].model_type
+    for config, name in zip(configs[1:], names[1:], strict=True):
+        if config.model_type != first:
+            raise XelmError(
+                f"{name}: a {config.model_type} model, but {names[0]} is a {first}: "
+                "experts must share one architecture"
+            )
 
 
 def count_parameters(model) -> int:

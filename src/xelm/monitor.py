@@ -22,8 +22,11 @@ STATUS_STYLE = {"waiting": "dim", "running": "cyan", "done": "green", "failed": 
 
 def latest_metrics(out: Path) -> dict:
     """Total steps and the last logged step of a run (finished or in progress)."""
-    path = out / "metrics.jsonl" if out.exists() else out.with_name(out.name + ".work") / (
-        "metrics.jsonl")  # fmt: skip
+    path = (
+        out / "metrics.jsonl"
+        if out.exists()
+        else out.with_name(out.name + ".work") / ("metrics.jsonl")
+    )
     found: dict = {}
     try:
         lines = path.read_text().splitlines()
@@ -82,17 +85,25 @@ class ExpertsView:
                 left = (m["steps"] - m.get("step", 0)) * m["tokens_per_step"]
                 eta = _duration(left / m["tokens_per_s"])
             table.add_row(
-                job.name, short_languages(job.languages), f"[{STATUS_STYLE[status]}]{status}",
-                steps, f"{m['tokens']:,}" if "tokens" in m else "",
+                job.name,
+                short_languages(job.languages),
+                f"[{STATUS_STYLE[status]}]{status}",
+                steps,
+                f"{m['tokens']:,}" if "tokens" in m else "",
                 f"{m['loss']:.3f}" if "loss" in m else "",
-                f"{m['tokens_per_s']:,.0f}" if "tokens_per_s" in m else "", eta,
-            )  # fmt: skip
+                f"{m['tokens_per_s']:,.0f}" if "tokens_per_s" in m else "",
+                eta,
+            )
         return table
 
     def __enter__(self) -> ExpertsView:
         if self.enabled:
-            self.live = Live(get_renderable=self.table, console=self.console,
-                             refresh_per_second=2, transient=True)  # fmt: skip
+            self.live = Live(
+                get_renderable=self.table,
+                console=self.console,
+                refresh_per_second=2,
+                transient=True,
+            )
             self.live.start()
         return self
 

@@ -13,69 +13,57 @@ import json
 import re
 from pathlib import Path
 
+from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text
-from xelm.results import markdown_table, mean_bits
+from xelm.results import EvalModel, markdown_table, mean_bits
 
 SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
 
 
-def model_kind(name: str) -> str:
-    if name in ("seed", "dense", "unigram"):
-        return name
-    return "merged" if name.startswith("merged/") else "x-elm"
-
-
-def _train_info(folder: Path) -> dict:
-    from xelm.train import TRAIN_INFO
-
-    path = folder / TRAIN_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def training_costs(run_dir: Path, models: list[str]) -> dict[str, dict]:
+def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, dict]:
     """Tokens and seconds each model was trained for after the seed (the seed's own cost is
     the `seed` entry, shared by every model branched from it). An ensemble's experts train
     independently: `seconds` is their sum (one machine), `parallel_seconds` the longest one
     (as many machines as experts)."""
     from xelm.experts import expert_folders
+    from xelm.train import TrainRecord
 
-    seed = _train_info(run_dir / "seed")
+    seed = TrainRecord.find(run.seed) or TrainRecord()
     costs: dict[str, dict] = {}
-    for name in models:
-        kind = model_kind(name)
-        if kind == "seed":
-            costs[name] = {"tokens": seed.get("tokens", 0), "seconds": seed.get("seconds", 0)}
-        elif kind == "dense":
-            info = _train_info(run_dir / "dense")
-            costs[name] = {"tokens": info["tokens"], "seconds": info["seconds"]}
-        elif kind in ("x-elm", "merged"):
-            alloc = name.split("/")[1] if kind == "merged" else name.split("/")[0]
-            infos = [_train_info(e) for e in expert_folders(run_dir / "experts" / alloc)]
-            costs[name] = {
-                "tokens": sum(i["tokens"] for i in infos),
-                "seconds": round(sum(i["seconds"] for i in infos), 2),
-                "parallel_seconds": max(i["seconds"] for i in infos),
+    for m in models:
+        if m.kind == "seed":
+            costs[m.name] = {"tokens": seed.tokens, "seconds": seed.seconds}
+        elif m.kind == "dense":
+            info = TrainRecord.read(run.dense)
+            costs[m.name] = {"tokens": info.tokens, "seconds": info.seconds}
+        elif m.kind in ("x-elm", "merged"):
+            infos = [TrainRecord.read(e) for e in expert_folders(run.experts(m.allocation))]
+            costs[m.name] = {
+                "tokens": sum(i.tokens for i in infos),
+                "seconds": round(sum(i.seconds for i in infos), 2),
+                "parallel_seconds": max(i.seconds for i in infos),
                 "experts": len(infos),
             }
         else:
-            costs[name] = {"tokens": 0, "seconds": 0}
-        if kind not in ("seed", "unigram"):
-            costs[name]["seed_tokens"] = seed.get("tokens", 0)
+            costs[m.name] = {"tokens": 0, "seconds": 0}
+        if m.kind not in ("seed", "unigram"):
+            costs[m.name]["seed_tokens"] = seed.tokens
     return costs
 
 
-def build_results(run_dir: Path, scores: dict, langs: list[str], plotted: list[str]) -> dict:
+def build_results(
+    run: RunLayout, scores: dict, models: list[EvalModel], langs: list[str], plotted: list[str]
+) -> dict:
     """`scores`: {test set: {model: {lang: scores}}} (`xelm.results.collect`)."""
-    models = list(next(iter(scores.values())))
-    costs = training_costs(run_dir, models)
+    costs = training_costs(run, models)
     out: dict = {"train_langs": langs, "sets": list(scores), "plotted": plotted, "models": {}}
-    for name in models:
-        entry = {"kind": model_kind(name), "cost": costs[name]}
-        if entry["kind"] == "x-elm":
-            entry["allocation"], entry["router"] = name.split("/", 1)
+    for m in models:
+        entry = {"kind": m.kind, "cost": costs[m.name]}
+        if m.kind == "x-elm":
+            entry["allocation"], entry["router"] = m.allocation, m.router.name
         for set_name, by_model in scores.items():
-            entry[set_name] = by_model[name]
-        out["models"][name] = entry
+            entry[set_name] = by_model[m.name]
+        out["models"][m.name] = entry
     return out
 
 
@@ -103,57 +91,73 @@ def summary(results: dict) -> list[str]:
             wins = [lang for lang, r in rel.items() if r < 0]
             losses = sorted((lang for lang in rel if lang not in wins), key=lambda x: -rel[x])
             mean = mean_bits(models[name][set_name])
-            text = (f"**{name}**, {SET_TITLES.get(set_name, set_name)}: better than dense on "
-                    f"{len(wins)}/{len(rel)} languages; mean {mean:.3f} vs {dense_mean:.3f} "
-                    f"bits/byte ({mean / dense_mean - 1:+.1%}); per language from "
-                    f"{min(rel.values()):+.1%} to {max(rel.values()):+.1%}")  # fmt: skip
+            text = (
+                f"**{name}**, {SET_TITLES.get(set_name, set_name)}: better than dense on "
+                f"{len(wins)}/{len(rel)} languages; mean {mean:.3f} vs {dense_mean:.3f} "
+                f"bits/byte ({mean / dense_mean - 1:+.1%}); per language from "
+                f"{min(rel.values()):+.1%} to {max(rel.values()):+.1%}"
+            )
             if losses:
                 text += ". Worse on " + ", ".join(f"{x} ({rel[x]:+.1%})" for x in losses)
             lines.append(text + ".")
     return lines
 
 
-def training_shares(run_dir: Path, allocation: str) -> list[dict[str, float]]:
+def training_shares(run: RunLayout, allocation: str) -> list[dict[str, float]]:
     """Per expert of the allocation's ensemble: each language's share of its training documents
     that the expert's cluster holds."""
-    clusters = json.loads((run_dir / "allocation" / allocation / "clusters.json").read_text())
-    ensemble = json.loads((run_dir / "ensembles" / allocation / "config.json").read_text())
+    from xelm.allocate.allocation import Allocation
+    from xelm.ensemble.modeling import XELMConfig
+
+    clusters = Allocation(run.allocation(allocation)).clusters
+    ensemble = XELMConfig.from_pretrained(run.ensemble(allocation))
     totals: dict[str, int] = {}
-    for c in clusters["clusters"]:
+    for c in clusters:
         for lang, stats in c["languages"].items():
             totals[lang] = totals.get(lang, 0) + stats["documents"]
-    by_id = {c["id"]: c for c in clusters["clusters"]}
-    return [{lang: stats["documents"] / totals[lang]
-             for lang, stats in by_id[cluster]["languages"].items()}
-            for cluster in ensemble["expert_clusters"]]  # fmt: skip
+    by_id = {c["id"]: c for c in clusters}
+    return [
+        {
+            lang: stats["documents"] / totals[lang]
+            for lang, stats in by_id[cluster]["languages"].items()
+        }
+        for cluster in ensemble.expert_clusters
+    ]
 
 
-def routing_analysis(run_dir: Path, results: dict) -> list[str]:
+def routing_analysis(run: RunLayout, results: dict) -> list[str]:
     """Where the routers sent each language's test documents, against where the language's
     training documents went: the first thing to look at when an X-ELM loses a language."""
     lines = []
     for name, model in results["models"].items():
         if model["kind"] != "x-elm":
             continue
-        shares = training_shares(run_dir, model["allocation"])
+        shares = training_shares(run, model["allocation"])
         for set_name in results["sets"]:
             scores = model[set_name]
             if not all("routed" in s for s in scores.values()):
                 continue  # a full mixture: no routing to report
-            home = {lang: max(range(len(shares)), key=lambda e: shares[e].get(lang, 0))
-                    for lang in scores}  # fmt: skip
+            home = {
+                lang: max(range(len(shares)), key=lambda e: shares[e].get(lang, 0))
+                for lang in scores
+            }
             at_home = sum(s["routed"][home[lang]] for lang, s in scores.items())
             total = sum(s["documents"] for s in scores.values())
-            text = (f"**{name}**, {SET_TITLES.get(set_name, set_name)}: {at_home}/{total} "
-                    f"documents ({at_home / total:.0%}) went to the expert holding most of their "
-                    "language's training documents")  # fmt: skip
+            text = (
+                f"**{name}**, {SET_TITLES.get(set_name, set_name)}: {at_home}/{total} "
+                f"documents ({at_home / total:.0%}) went to the expert holding most of their "
+                "language's training documents"
+            )
             rel = relative(results, name, set_name) if "dense" in results["models"] else {}
             notes = []
             for lang in sorted((x for x in rel if rel[x] >= 0), key=lambda x: -rel[x]):
                 routed = scores[lang]["routed"]
-                where = ", ".join(f"{n} to expert {e} (holds {shares[e].get(lang, 0):.0%} of "
-                                  f"the {lang} training documents)"
-                                  for e, n in enumerate(routed) if n)  # fmt: skip
+                where = ", ".join(
+                    f"{n} to expert {e} (holds {shares[e].get(lang, 0):.0%} of "
+                    f"the {lang} training documents)"
+                    for e, n in enumerate(routed)
+                    if n
+                )
                 notes.append(f"{lang} ({rel[lang]:+.1%} vs dense): {where}")
             if notes:
                 text += ". Languages not better than dense: " + "; ".join(notes)
@@ -182,8 +186,12 @@ def plot_bits_per_byte(results: dict, set_name: str, path: Path) -> None:
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         values = [results["models"][name][set_name][lang]["bits_per_byte"] for lang in langs]
-        ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))], values,
-               width, label=name)  # fmt: skip
+        ax.bar(
+            [x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
+            values,
+            width,
+            label=name,
+        )
     ax.set_xticks(range(len(langs)), langs)
     ax.set_ylabel("bits per byte (lower is better)")
     low = min(
@@ -204,19 +212,26 @@ def plot_improvement(results: dict, path: Path) -> None:
     names = [n for n in results["plotted"] if n not in ("seed", "dense")]
     langs = results["train_langs"]
     sets = results["sets"]
-    fig, axes = plt.subplots(len(sets), 1, figsize=(max(8, 0.75 * len(langs) + 2),
-                                                    3.2 * len(sets)), squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(sets), 1, figsize=(max(8, 0.75 * len(langs) + 2), 3.2 * len(sets)), squeeze=False
+    )
     width = 0.8 / max(1, len(names))
     for ax, set_name in zip(axes[:, 0], sets, strict=True):
         for i, name in enumerate(names):
             rel = relative(results, name, set_name)
-            ax.bar([x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
-                   [100 * rel[lang] for lang in langs], width, label=name)  # fmt: skip
+            ax.bar(
+                [x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
+                [100 * rel[lang] for lang in langs],
+                width,
+                label=name,
+            )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(langs)), langs)
         ax.set_ylabel("% vs dense")
-        ax.set_title(f"Bits/byte relative to the dense baseline (below 0: better), "
-                     f"{SET_TITLES.get(set_name, set_name)}")  # fmt: skip
+        ax.set_title(
+            f"Bits/byte relative to the dense baseline (below 0: better), "
+            f"{SET_TITLES.get(set_name, set_name)}"
+        )
         ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=8, ncol=max(1, len(names)))
     fig.tight_layout()
@@ -229,8 +244,10 @@ def plot_improvement(results: dict, path: Path) -> None:
 
 def _cost_table(results: dict) -> str:
     """One row for the seed, the dense run and each allocation's experts (routers share them)."""
-    lines = ["| model | training tokens | seconds (one machine) | seconds (experts in parallel) |",
-             "|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| model | training tokens | seconds (one machine) | seconds (experts in parallel) |",
+        "|---|---:|---:|---:|",
+    ]
     allocations = set()
     for name, m in results["models"].items():
         if m["kind"] in ("seed", "dense"):
@@ -246,8 +263,9 @@ def _cost_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(results: dict, plots: dict[str, str], title: str,
-                    analysis: list[str] | None = None) -> str:  # fmt: skip
+def report_markdown(
+    results: dict, plots: dict[str, str], title: str, analysis: list[str] | None = None
+) -> str:
     parts = [f"# {title}\n"]
     parts.append("## Summary\n")
     parts += [f"- {line}" for line in summary(results)] or ["- (no dense baseline to compare)"]
@@ -267,11 +285,13 @@ def report_markdown(results: dict, plots: dict[str, str], title: str,
         parts.append("")
     parts.append("## Training cost (after the seed; the seed's own is its row)\n")
     parts.append(_cost_table(results))
-    parts.append("Models: `seed` (every expert's starting point), `dense` (the seed trained on "
-                 "all data for the experts' total budget: the compute-matched k=1 baseline), "
-                 "`<allocation>/<router>` (the allocation's experts as one X-ELM, α set by the "
-                 "router), `merged/<allocation>` (BTM's parameter average of those experts), "
-                 "`unigram` (per-language token frequencies: the bar to clear).\n")  # fmt: skip
+    parts.append(
+        "Models: `seed` (every expert's starting point), `dense` (the seed trained on "
+        "all data for the experts' total budget: the compute-matched k=1 baseline), "
+        "`<allocation>/<router>` (the allocation's experts as one X-ELM, α set by the "
+        "router), `merged/<allocation>` (BTM's parameter average of those experts), "
+        "`unigram` (per-language token frequencies: the bar to clear).\n"
+    )
     return "\n".join(parts)
 
 
@@ -287,21 +307,33 @@ def markdown_to_html(markdown: str, base: Path, title: str) -> str:
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="([^"]+\.png)"', embed, body)
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
-             "padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-             "img{max-width:100%}")  # fmt: skip
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{style}</style></head><body>\n{body}</body></html>\n")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body>\n{body}</body></html>\n"
+    )
 
 
-def write_report(run_dir: str | Path, scores: dict, langs: list[str], plotted: list[str],
-                 out: str | Path, title: str = "X-ELM run report") -> dict:  # fmt: skip
-    """`results.json`, `report.md`, `report.html` and `plots/` in `run_dir`; `out` (the
-    report.md path) is written last, so its presence means the report is complete."""
-    run_dir, out = Path(run_dir), Path(out)
-    results = build_results(run_dir, scores, langs, plotted)
-    plots_dir = run_dir / "plots"
+def write_report(
+    run: RunLayout,
+    models: list[EvalModel],
+    langs: list[str],
+    plotted: list[str],
+    title: str = "X-ELM run report",
+) -> dict:
+    """`results.json`, `report.md`, `report.html` and `plots/` of the run; report.md is written
+    last, so its presence means the report is complete."""
+    from xelm.results import collect
+
+    run_dir = run.root
+    scores = collect({m.name: run.scores(m.name) for m in models})
+    results = build_results(run, scores, models, langs, plotted)
+    plots_dir = run.plots
     plots_dir.mkdir(exist_ok=True)
     plots = {}
     for set_name in results["sets"]:
@@ -310,8 +342,8 @@ def write_report(run_dir: str | Path, scores: dict, langs: list[str], plotted: l
     if "dense" in results["models"] and len(plotted) > 2:
         plot_improvement(results, plots_dir / "improvement_over_dense.png")
         plots["improvement"] = "plots/improvement_over_dense.png"
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    markdown = report_markdown(results, plots, title, routing_analysis(run_dir, results))
-    atomic_write_text(run_dir / "report.html", markdown_to_html(markdown, run_dir, title))
-    atomic_write_text(out, markdown)
+    atomic_write_text(run.results, json.dumps(results, indent=2) + "\n")
+    markdown = report_markdown(results, plots, title, routing_analysis(run, results))
+    atomic_write_text(run.report_html, markdown_to_html(markdown, run_dir, title))
+    atomic_write_text(run.report, markdown)
     return results

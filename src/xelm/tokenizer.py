@@ -10,34 +10,39 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from xelm.corpus import Corpus
+from xelm.corpus import Corpus, sampling_shares
 from xelm.errors import XelmError
 from xelm.paths import atomic_dir
+from xelm.spec import Spec
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 INFO = "xelm_tokenizer.json"
 
 
-@dataclass
-class TokenizerSpec:
-    vocab_size: int = 4096  # BPE vocabulary, special tokens included
-    sample_chars: int = 20_000_000  # characters of training text fed to the BPE trainer
-    alpha: float = 0.3  # language sampling exponent: p_l ∝ n_l^alpha
-    min_frequency: int = 2  # a merge must occur at least this often
-    split: str = "train"
-    include_heldout: bool = False  # also sample the corpus's held-out (new) languages
+class TokenizerSpec(Spec):
+    """The shared tokenizer of the seed and every expert."""
 
-
-def language_shares(sizes: dict[str, int], alpha: float) -> dict[str, float]:
-    """Temperature-sampled language shares p_l ∝ n_l^α (α=1: proportional; α=0: uniform)."""
-    weights = {lang: n**alpha for lang, n in sizes.items() if n > 0}
-    total = sum(weights.values())
-    return {lang: w / total for lang, w in weights.items()}
+    vocab_size: int = Field(4096, ge=300)
+    """byte-level BPE vocabulary size, special tokens included (bytes alone take 259)"""
+    sample_chars: int = Field(20_000_000, ge=1)
+    """characters of the language-balanced sample the BPE is trained on"""
+    alpha: float = Field(0.3, ge=0)
+    """language sampling exponent, p_l ∝ n_l^alpha (mC4/XGLM: 0.3)"""
+    min_frequency: int = Field(2, ge=1)
+    """a merge must occur at least this often"""
+    split: Literal["train", "validation", "test"] = "train"
+    """the corpus split sampled"""
+    include_heldout: bool = False
+    """also sample the corpus's held-out (new) languages"""
+    pretrained: str | None = None
+    """in a run: use this HF tokenizer (folder or hub name) instead of training one"""
 
 
 def balanced_sample(corpus: Corpus, spec: TokenizerSpec) -> Iterator[str]:
@@ -45,7 +50,7 @@ def balanced_sample(corpus: Corpus, spec: TokenizerSpec) -> Iterator[str]:
     share is repeated (which up-weights its pair counts, the point of the balancing)."""
     langs = corpus.langs if spec.include_heldout else corpus.train_langs
     sizes = {lang: corpus.stats(lang, spec.split)["characters"] for lang in langs}
-    for lang, share in language_shares(sizes, spec.alpha).items():
+    for lang, share in sampling_shares(sizes, spec.alpha).items():
         budget = int(share * spec.sample_chars)
         read: list[str] = []
         for doc in corpus.documents(spec.split, [lang]):
@@ -66,8 +71,6 @@ def train_tokenizer(corpus_dir: str | Path, out: str | Path, spec: TokenizerSpec
     """Train the BPE on a balanced sample of `corpus_dir` and save an HF tokenizer folder."""
     from transformers import PreTrainedTokenizerFast
 
-    if spec.vocab_size < 300:
-        raise XelmError(f"vocab_size {spec.vocab_size} is too small: byte-level BPE needs ≥ 300")
     corpus = Corpus(corpus_dir)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -87,7 +90,7 @@ def train_tokenizer(corpus_dir: str | Path, out: str | Path, spec: TokenizerSpec
     with atomic_dir(out) as tmp:
         fast.save_pretrained(tmp)
         langs = corpus.langs if spec.include_heldout else corpus.train_langs
-        info = {"spec": asdict(spec), "corpus": str(corpus.path), "languages": langs}
+        info = {"spec": spec.to_dict(), "corpus": str(corpus.path), "languages": langs}
         (tmp / INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out
 

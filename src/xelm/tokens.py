@@ -123,8 +123,13 @@ def _finish(tmp: Path, path: Path, offsets: np.ndarray, doc_bytes: np.ndarray, d
     offsets.astype(np.int64).tofile(path.with_suffix(".idx"))
     doc_bytes.astype(np.int64).tofile(path.with_suffix(".nbytes"))
     os.replace(tmp, path)
-    meta = {"tokens": int(offsets[-1]), "documents": len(doc_bytes),
-            "bytes": int(doc_bytes.sum()), "dtype": dtype, "format": FORMAT}  # fmt: skip
+    meta = {
+        "tokens": int(offsets[-1]),
+        "documents": len(doc_bytes),
+        "bytes": int(doc_bytes.sum()),
+        "dtype": dtype,
+        "format": FORMAT,
+    }
     path.with_suffix(".json").write_text(json.dumps(meta) + "\n")
 
 
@@ -163,9 +168,14 @@ def subset_streams(
 
 
 def cluster_streams(
-    corpus: Corpus, tokenizer, split: str, langs: list[str], allocation, cluster: int,
+    corpus: Corpus,
+    tokenizer,
+    split: str,
+    langs: list[str],
+    allocation,
+    cluster: int,
     cache: Path | None = None,
-) -> dict[str, TokenStream]:  # fmt: skip
+) -> dict[str, TokenStream]:
     """The split's streams restricted to one cluster of an `Allocation` (languages it holds)."""
     streams = token_streams(corpus, tokenizer, split, langs, cache)
     table = allocation.assignments(split)
@@ -175,13 +185,6 @@ def cluster_streams(
     digest = hashlib.sha256((allocation.path / "assignments.parquet").read_bytes()).hexdigest()
     root = next(iter(streams.values())).path.parent
     return subset_streams(streams, keep, root / f"alloc-{digest[:16]}" / f"c{cluster}")
-
-
-def language_weights(tokens: dict[str, int], alpha: float) -> dict[str, float]:
-    """p_l ∝ tokens_l^alpha: alpha=1 samples the natural distribution, alpha=0 uniformly."""
-    w = {lang: float(n) ** alpha for lang, n in tokens.items()}
-    total = sum(w.values())
-    return {lang: v / total for lang, v in w.items()}
 
 
 class BlockSampler:
@@ -241,8 +244,12 @@ class BlockSampler:
         return torch.from_numpy(np.stack(blocks).astype(np.int64))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "epoch": dict(self.epoch),
-                "index": dict(self.index), "langs": self.langs}  # fmt: skip
+        return {
+            "rng": self.rng.bit_generator.state,
+            "epoch": dict(self.epoch),
+            "index": dict(self.index),
+            "langs": self.langs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["langs"] != self.langs:

@@ -46,8 +46,9 @@ def plot_dendrogram(linkage, labels: list[str], k: int, cut: float, path: Path) 
     ax.set_yticks(range(0, int(max(row[2] for row in linkage)) + 2))
     ax.axhline(cut, color="tab:red", ls="--", lw=1)
     ax.text(ax.get_xlim()[1], cut, f" k={k}", color="tab:red", va="center")
-    ax.set_title("typological clusters: rounds of greedy pairing (URIEL cosine, single linkage)",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        "typological clusters: rounds of greedy pairing (URIEL cosine, single linkage)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -14,11 +14,11 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.decomposition import TruncatedSVD
@@ -28,25 +28,13 @@ from sklearn.preprocessing import normalize
 from xelm.allocate.allocation import ROUTER_DIR, Assignments, sample_fraction_hash, write_allocation
 from xelm.allocate.balanced import BalancedKMeans, balance_prices, squared_distances
 from xelm.allocate.plots import plot_cluster_sizes
+from xelm.allocate.specs import TfidfAllocationSpec, TfidfSpec
 from xelm.corpus import Corpus
 from xelm.errors import XelmError
 from xelm.paths import atomic_dir
 
 STATE_JSON = "tfidf.json"
 STATE_TENSORS = "tfidf.safetensors"
-
-
-@dataclass(frozen=True)
-class TfidfSpec:
-    """How documents are featurised (what the router must repeat at inference)."""
-
-    ngram_min: int = 1
-    ngram_max: int = 2
-    max_features: int = 65536
-    min_df: int = 2
-    svd_dims: int = 100
-    max_chars: int = 2000  # only a document's beginning: bounded cost per document, like a prefix
-    lowercase: bool = True
 
 
 class TfidfEmbedder:
@@ -67,7 +55,8 @@ class TfidfEmbedder:
         return self.components.shape[0]
 
     @classmethod
-    def fit(cls, texts: list[str], spec: TfidfSpec = TfidfSpec(), seed: int = 0) -> TfidfEmbedder:
+    def fit(cls, texts: list[str], spec: TfidfSpec | None = None, seed: int = 0) -> TfidfEmbedder:
+        spec = spec or TfidfSpec()
         texts = [t[: spec.max_chars] for t in texts]
         min_df = spec.min_df if len(texts) >= 10 * spec.min_df else 1
         vec = _vectorizer(spec, None, max_features=spec.max_features, min_df=min_df)
@@ -87,7 +76,7 @@ class TfidfEmbedder:
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
-        meta = {"spec": asdict(self.spec), "vocabulary": self.vocabulary}
+        meta = {"spec": self.spec.to_dict(), "vocabulary": self.vocabulary}
         (folder / STATE_JSON).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
         save_file({"idf": self.idf, "components": self.components}, str(folder / STATE_TENSORS))
 
@@ -97,12 +86,12 @@ class TfidfEmbedder:
         try:
             meta = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
             tensors = load_file(str(folder / STATE_TENSORS))
-            spec = TfidfSpec(**meta["spec"])
+            spec = TfidfSpec.model_validate(meta["spec"])
             emb = cls(spec, meta["vocabulary"], tensors["idf"], tensors["components"])
         except FileNotFoundError as e:
             missing = Path(e.filename).name
             raise XelmError(f"{folder}: TF-IDF router state missing ({missing})") from None
-        except (ValueError, KeyError, TypeError, OSError, SafetensorError) as e:
+        except (ValueError, KeyError, TypeError, OSError, SafetensorError, ValidationError) as e:
             raise XelmError(
                 f"{folder}: corrupted TF-IDF router state ({type(e).__name__}: {e}); "
                 "re-run `xelm allocate tfidf`"
@@ -144,22 +133,10 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TfidfAllocationSpec:
-    features: TfidfSpec = TfidfSpec()
-    vocab_docs: int = 5_000  # documents the vocabulary, idf and SVD are fitted on
-    kmeans_docs: int = 20_000  # embedded training documents the centroids are fitted on
-    max_ratio: float = 1.05  # largest/smallest cluster (documents) allowed on the training split
-    batch_size: int = 1000
-    workers: int = 0  # embedding processes; 0 = one per CPU core
-    seed: int = 0
-
-
 def allocate_tfidf(
     corpus_dir: str | Path,
-    k: int,
     out: str | Path,
-    spec: TfidfAllocationSpec = TfidfAllocationSpec(),
+    spec: TfidfAllocationSpec | None = None,
     progress: bool = True,
 ) -> dict:
     """Cluster the training languages' documents into k balanced TF-IDF clusters.
@@ -172,23 +149,20 @@ def allocate_tfidf(
        documents follow the same pointwise rule.
     Memory holds an (N, k) cost matrix and the per-document ids, never the texts.
     """
+    spec = spec or TfidfAllocationSpec()
     corpus = Corpus(corpus_dir)
     langs = corpus.train_langs
     n_train = sum(corpus.stats(lang, "train")["documents"] for lang in langs)
     n_all = sum(corpus.stats(lang)["documents"] for lang in langs)
     if n_train == 0:
         raise XelmError(f"{corpus.path}: no training documents to cluster")
-    if not 1 <= k <= n_train:
-        raise XelmError(f"--k {k}: must be between 1 and the {n_train} training documents")
-    if spec.max_ratio < 1.0:
-        raise XelmError(f"max_ratio {spec.max_ratio}: must be ≥ 1 (largest/smallest cluster)")
-
+    if not 1 <= spec.k <= n_train:
+        raise XelmError(f"--k {spec.k}: must be between 1 and the {n_train} training documents")
     share = spec.vocab_docs / n_train
     docs = corpus.documents("train", langs)
     sample = [d.text for d in docs if sample_fraction_hash(d.id, "vocab") < share]
     embedder = TfidfEmbedder.fit(sample, spec.features, spec.seed)
     del sample
-
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as scratch:
         emb = np.lib.format.open_memmap(
             Path(scratch) / "emb.npy", mode="w+", dtype=np.float32, shape=(n_all, embedder.dims)
@@ -197,36 +171,40 @@ def allocate_tfidf(
         router.mkdir()
         embedder.save(router)  # the workers load it from here, once each
         a = _embed_corpus(corpus, langs, router, emb, spec, progress)
-
-        splits = np.array(a.splits)
-        train_rows = np.flatnonzero(splits == "train")
-        rng = np.random.default_rng(spec.seed)
-        fit_rows = np.sort(rng.permutation(train_rows)[: spec.kmeans_docs])
-        km = BalancedKMeans(k, max_ratio=spec.max_ratio, seed=spec.seed).fit(emb[fit_rows])
-        parts = [squared_distances(emb[r], km.centroids) for r in _chunks(train_rows)]
-        cost = np.concatenate(parts)
-        prices, train_labels = balance_prices(cost, spec.max_ratio, km.prices)
-        km.prices = prices.astype(np.float32)
-        a.clusters = np.empty(n_all, dtype=np.int32)
-        a.clusters[train_rows] = train_labels
-        for rows in _chunks(np.flatnonzero(splits != "train")):
-            a.clusters[rows] = km.assign(emb[rows])
-        del emb, cost
-
+        km = _cluster(emb, a, spec)
+        del emb
         TfidfClusters(embedder, km.centroids, km.prices).save(router)
         settings = {
             "corpus": str(corpus.path),
             "languages": langs,
-            "features": asdict(spec.features),
+            "features": spec.features.to_dict(),
             "vocab_docs": spec.vocab_docs,
             "kmeans_docs": spec.kmeans_docs,
             "max_ratio": spec.max_ratio,
             "seed": spec.seed,
             "kmeans_iterations": km.iterations,
         }
-        info = write_allocation(tmp, "tfidf", k, a, settings, {})
+        info = write_allocation(tmp, "tfidf", spec.k, a, settings, {})
         plot_cluster_sizes(info, tmp / "clusters.png")
     return info
+
+
+def _cluster(emb: np.ndarray, a: Assignments, spec: TfidfAllocationSpec) -> BalancedKMeans:
+    """Fit balanced k-means on a sample of the training embeddings, price the whole training
+    split to balance, and label every document (`a.clusters`)."""
+    splits = np.array(a.splits)
+    train_rows = np.flatnonzero(splits == "train")
+    rng = np.random.default_rng(spec.seed)
+    fit_rows = np.sort(rng.permutation(train_rows)[: spec.kmeans_docs])
+    km = BalancedKMeans(spec.k, max_ratio=spec.max_ratio, seed=spec.seed).fit(emb[fit_rows])
+    cost = np.concatenate([squared_distances(emb[r], km.centroids) for r in _chunks(train_rows)])
+    prices, train_labels = balance_prices(cost, spec.max_ratio, km.prices)
+    km.prices = prices.astype(np.float32)
+    a.clusters = np.empty(len(emb), dtype=np.int32)
+    a.clusters[train_rows] = train_labels
+    for rows in _chunks(np.flatnonzero(splits != "train")):
+        a.clusters[rows] = km.assign(emb[rows])
+    return km
 
 
 def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
@@ -331,9 +309,12 @@ class _bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         self.progress = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), transient=True,
-        )  # fmt: skip
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         self.progress.__enter__()
         task = self.progress.add_task(self.label, total=self.total)
         return lambda n: self.progress.advance(task, n)

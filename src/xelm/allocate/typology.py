@@ -27,18 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from xelm.allocate.specs import TypologySpec
 from xelm.errors import XelmError
 from xelm.langs import iso639_3
 
 TYPOLOGY_JSON = "typology.json"
-
-
-@dataclass(frozen=True)
-class TypologySpec:
-    features: str = "syntax_average"  # any lang2vec feature set, or several joined by "+"
-    minimal: bool = True  # drop dimensions that are constant or missing across these languages
-    min_features: int = 10  # a language needs at least this many known dimensions
-    max_size_factor: float | None = None  # cap merged cluster bytes at F × total/k (see above)
 
 
 def _lang2vec():
@@ -56,8 +49,9 @@ def _lang2vec():
     return l2v
 
 
-def uriel_vectors(langs: list[str], spec: TypologySpec = TypologySpec()) -> np.ndarray:
+def uriel_vectors(langs: list[str], spec: TypologySpec | None = None) -> np.ndarray:
     """(n_langs, dims) URIEL features with NaN where URIEL has no value."""
+    spec = spec or TypologySpec()
     l2v = _lang2vec()
     codes = {lang: iso639_3(lang) for lang in langs}
     unknown = [f"{lang} ({code})" for lang, code in codes.items() if code not in l2v.LANGUAGES]
@@ -81,8 +75,11 @@ def uriel_vectors(langs: list[str], spec: TypologySpec = TypologySpec()) -> np.n
     # the dimensions these languages agree on, which says nothing about coverage
     full = table(minimal=False)
     known = (~np.isnan(full)).sum(1)
-    poor = [f"{lang} ({int(n)}/{full.shape[1]})" for lang, n in zip(langs, known, strict=True)
-            if n < spec.min_features]  # fmt: skip
+    poor = [
+        f"{lang} ({int(n)}/{full.shape[1]})"
+        for lang, n in zip(langs, known, strict=True)
+        if n < spec.min_features
+    ]
     if poor:
         raise XelmError(
             f"too few known URIEL {spec.features} features for {', '.join(poor)} "
@@ -197,9 +194,15 @@ def greedy_pairing(
             node = n + len(tree.merges)
             members = sorted(tree.members(a) + tree.members(b))
             tree.merges.append(
-                {"a": a, "b": b, "distance": round(d, 6), "round": rnd, "members": members,
-                 "relaxed": relaxed}
-            )  # fmt: skip
+                {
+                    "a": a,
+                    "b": b,
+                    "distance": round(d, 6),
+                    "round": rnd,
+                    "members": members,
+                    "relaxed": relaxed,
+                }
+            )
             size[node] = size[a] + size[b]
         new_nodes = list(range(n + len(tree.merges) - len(made), n + len(tree.merges)))
         active = [c for c in active if c not in paired] + new_nodes
@@ -211,17 +214,8 @@ def greedy_pairing(
 # ---------------------------------------------------------------------------------------------
 
 
-def allocate_typology(
-    corpus_dir: str | Path, k: int, out: str | Path, spec: TypologySpec = TypologySpec(),
-    progress: bool = True,
-) -> dict:  # fmt: skip
-    """Group the corpus's training languages into k typological clusters; write the allocation."""
-    from xelm.allocate.allocation import ROUTER_DIR, Assignments, write_allocation
-    from xelm.allocate.plots import plot_cluster_sizes, plot_dendrogram
-    from xelm.corpus import Corpus
-    from xelm.paths import atomic_dir
-
-    corpus = Corpus(corpus_dir)
+def _check_languages(corpus, k: int) -> list[str]:
+    """The corpus's training languages, if typological clustering into k groups can use them."""
     langs = corpus.train_langs
     if not langs or sum(corpus.stats(lang, "train")["documents"] for lang in langs) == 0:
         raise XelmError(f"{corpus.path}: no training documents to allocate")
@@ -232,35 +226,47 @@ def allocate_typology(
         )
     if not 1 <= k <= len(langs):
         raise XelmError(f"--k {k}: must be between 1 and the {len(langs)} training languages")
-    if spec.max_size_factor is not None and spec.max_size_factor < 1:
-        raise XelmError(f"max_size_factor {spec.max_size_factor}: must be ≥ 1")
+    return langs
 
+
+def _tree_record(tree: PairingTree, langs: list[str], k: int) -> dict:
+    """The merge tree as clusters.json keeps it (HMR follows it)."""
+    merges = [
+        {key: v for key, v in m.items() if key != "members"}
+        | {"languages": [langs[i] for i in m["members"]]}
+        for m in tree.merges
+    ]
+    return {
+        "labels": langs,
+        "merges": merges,
+        "cut_after_merges": len(langs) - k,
+        "linkage": tree.linkage().tolist(),
+    }
+
+
+def allocate_typology(
+    corpus_dir: str | Path, out: str | Path, spec: TypologySpec | None = None, progress: bool = True
+) -> dict:
+    """Group the corpus's training languages into k typological clusters; write the allocation."""
+    from xelm.allocate.allocation import ROUTER_DIR, Assignments, write_allocation
+    from xelm.allocate.plots import plot_cluster_sizes, plot_dendrogram
+    from xelm.corpus import Corpus
+    from xelm.paths import atomic_dir
+
+    spec = spec or TypologySpec()
+    corpus = Corpus(corpus_dir)
+    langs = _check_languages(corpus, spec.k)
     vectors = uriel_vectors(langs, spec)
     dist = cosine_distances(vectors, langs)
     sizes = [corpus.stats(lang, "train")["bytes"] for lang in langs]
-    tree = greedy_pairing(dist, k, sizes, spec.max_size_factor)
-    groups = tree.clusters(k)
-    lang_to_cluster = {langs[i]: c for c, group in enumerate(groups) for i in group}
-
+    tree = greedy_pairing(dist, spec.k, sizes, spec.max_size_factor)
+    lang_to_cluster = {langs[i]: c for c, group in enumerate(tree.clusters(spec.k)) for i in group}
     with atomic_dir(out) as tmp:
         a = Assignments()
         for d in corpus.documents(None, langs):
             a.add(d, corpus.splits.of(d.id))
         a.clusters = np.array([lang_to_cluster[lang] for lang in a.langs], dtype=np.int32)
-        merges = [
-            {key: v for key, v in m.items() if key != "members"}
-            | {"languages": [langs[i] for i in m["members"]]}
-            for m in tree.merges
-        ]
-        extra = {
-            "language_to_cluster": lang_to_cluster,
-            "tree": {
-                "labels": langs,
-                "merges": merges,
-                "cut_after_merges": len(langs) - k,
-                "linkage": tree.linkage().tolist(),
-            },
-        }
+        extra = {"language_to_cluster": lang_to_cluster, "tree": _tree_record(tree, langs, spec.k)}
         settings = {
             "corpus": str(corpus.path),
             "languages": langs,
@@ -269,9 +275,8 @@ def allocate_typology(
             "min_features": spec.min_features,
             "max_size_factor": spec.max_size_factor,
         }
-        info = write_allocation(tmp, "typology", k, a, settings, extra)
-        router = tmp / ROUTER_DIR
-        router.mkdir()
+        info = write_allocation(tmp, "typology", spec.k, a, settings, extra)
+        (tmp / ROUTER_DIR).mkdir()
         state = {
             "language_to_cluster": lang_to_cluster,
             "languages": langs,
@@ -279,7 +284,8 @@ def allocate_typology(
             "distances": np.round(dist, 6).tolist(),
             "vectors": [[None if np.isnan(v) else v for v in row] for row in vectors.tolist()],
         }
-        (router / TYPOLOGY_JSON).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        (tmp / ROUTER_DIR / TYPOLOGY_JSON).write_text(json.dumps(state) + "\n", encoding="utf-8")
         plot_cluster_sizes(info, tmp / "clusters.png")
-        plot_dendrogram(tree.linkage(), langs, k, tree.cut_height(k), tmp / "dendrogram.png")
+        height = tree.cut_height(spec.k)
+        plot_dendrogram(tree.linkage(), langs, spec.k, height, tmp / "dendrogram.png")
     return info

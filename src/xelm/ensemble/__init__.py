@@ -1,15 +1,22 @@
 """X-ELM inference: experts mixed in probability space, with pluggable routers and top-k.
 
-Importing this package registers the `xelm` model type with transformers' Auto classes, so an
-ensemble folder loads with `AutoModelForCausalLM.from_pretrained` too.
+The model classes load transformers, so they are imported on first use
+(`from xelm.ensemble import XELMForCausalLM`, or `from xelm import XELMForCausalLM`); importing
+them registers the `xelm` model type with transformers' Auto classes, after which an ensemble
+folder also loads with `AutoModelForCausalLM.from_pretrained`.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from typing import Any
 
-from xelm.ensemble.modeling import XELMCache, XELMConfig, XELMForCausalLM
-from xelm.ensemble.routers import ROUTERS
+from xelm.ensemble.routers import ROUTERS, RouterChoice
 
-AutoConfig.register("xelm", XELMConfig, exist_ok=True)
-AutoModelForCausalLM.register(XELMConfig, XELMForCausalLM, exist_ok=True)
+_MODELING = ("XELMCache", "XELMConfig", "XELMForCausalLM")
+__all__ = ["ROUTERS", "RouterChoice", *_MODELING]
 
-__all__ = ["ROUTERS", "XELMCache", "XELMConfig", "XELMForCausalLM"]
+
+def __getattr__(name: str) -> Any:
+    if name in _MODELING:
+        from xelm.ensemble import modeling
+
+        return getattr(modeling, name)
+    raise AttributeError(f"module 'xelm.ensemble' has no attribute {name!r}")

@@ -6,23 +6,16 @@ what the routers need: the allocation's TF-IDF state, the language → expert ma
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from xelm.ensemble.modeling import ROUTER_DIR, XELMConfig
-from xelm.ensemble.routers import ROUTERS
+from pydantic import Field
+
+from xelm.ensemble.routers import ROUTER_DIR, ROUTERS
 from xelm.errors import XelmError
 from xelm.paths import atomic_dir
-
-
-def _expert_info(folder: Path) -> dict:
-    from xelm.experts import EXPERT_INFO
-
-    path = folder / EXPERT_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
+from xelm.spec import Spec
 
 
 def check_same_tokenizer(folders: list[Path]):
@@ -35,8 +28,10 @@ def check_same_tokenizer(folders: list[Path]):
         other = load_tokenizer(folder).get_vocab()
         if other != vocab:
             diff = len(set(other.items()) ^ set(vocab.items()))
-            raise XelmError(f"{folder}: its tokenizer differs from {folders[0]}'s ({diff} "
-                            "vocabulary entries): experts must share one tokenizer")  # fmt: skip
+            raise XelmError(
+                f"{folder}: its tokenizer differs from {folders[0]}'s ({diff} "
+                "vocabulary entries): experts must share one tokenizer"
+            )
     return first
 
 
@@ -50,18 +45,20 @@ def language_to_cluster(allocation) -> dict[str, int]:
     return {lang: cluster for lang, (cluster, _) in best.items()}
 
 
-@dataclass(frozen=True)
-class PriorSpec:
+class PriorSpec(Spec):
     """BTM's cached prior: estimated once from held-out documents, stored in the folder."""
 
-    corpus: str | Path
+    documents: int = Field(20, ge=1)
+    """held-out documents per language the prior is estimated from"""
     split: str = "validation"
-    docs_per_language: int = 20
-    max_tokens: int = 256  # of each document
+    """the corpus split they come from"""
+    max_tokens: int = Field(256, ge=1)
+    """tokens of each document read"""
 
 
-def estimate_prior(model, texts: list[str], max_tokens: int = 256,
-                   batch_size: int = 8) -> list[float]:  # fmt: skip
+def estimate_prior(
+    model, texts: list[str], max_tokens: int = 256, batch_size: int = 8
+) -> list[float]:
     """The mean over `texts` of the posterior over experts (uniform prior) after each text:
     how often, and how strongly, the data asks for each expert."""
     import torch
@@ -74,13 +71,80 @@ def estimate_prior(model, texts: list[str], max_tokens: int = 256,
     total = torch.zeros(k, dtype=torch.float64)
     with torch.no_grad(), model.routing(PosteriorRouter(k), None):
         for i in range(0, len(texts), batch_size):
-            batch = tok(texts[i : i + batch_size], truncation=True, max_length=max_tokens,
-                        padding=True, return_tensors="pt")  # fmt: skip
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        use_cache=True)  # fmt: skip
+            batch = tok(
+                texts[i : i + batch_size],
+                truncation=True,
+                max_length=max_tokens,
+                padding=True,
+                return_tensors="pt",
+            )
+            out = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=True
+            )
             total += model.router.posterior(out.cache.loglik).exp().sum(0).double()
     prior = total / total.sum()
     return [round(float(x), 6) for x in prior / prior.sum()]
+
+
+def cached_prior(folder: Path, corpus_dir: str | Path, spec: PriorSpec) -> list[float]:
+    """The prior of the ensemble in `folder` from the corpus's held-out documents."""
+    import itertools
+
+    from xelm.corpus import Corpus
+    from xelm.ensemble.modeling import XELMForCausalLM
+
+    corpus = Corpus(corpus_dir)
+    texts = [
+        d.text
+        for lang in corpus.train_langs
+        for d in itertools.islice(corpus.documents(spec.split, [lang]), spec.documents)
+    ]
+    model = XELMForCausalLM.from_pretrained(folder, router="uniform")
+    return estimate_prior(model, texts, spec.max_tokens)
+
+
+def _expert_configs(folders: list[Path]) -> list:
+    """The experts' HF configs: model folders of one architecture (and, checked by the caller,
+    one tokenizer)."""
+    from transformers import AutoConfig
+
+    from xelm.models import check_same_architecture
+
+    for f in folders:
+        if not (f / "config.json").exists():
+            raise XelmError(f"{f}: not a model folder (no config.json)")
+    configs = [AutoConfig.from_pretrained(f) for f in folders]
+    check_same_architecture(configs, [str(f) for f in folders])
+    return configs
+
+
+def _language_map(alloc, clusters: list[int]) -> dict[str, int]:
+    """Language (base tag, as langid names it) → the expert holding most of its documents."""
+    from xelm.langs import normalize_lang
+
+    if alloc is None:
+        return {}
+    expert_of = {c: n for n, c in enumerate(clusters)}
+    return {
+        normalize_lang(lang).split("-")[0]: expert_of[c]
+        for lang, c in language_to_cluster(alloc).items()
+        if c in expert_of
+    }
+
+
+def _check_router(router: str, alloc, lang_map: dict, top_experts: int | None, k: int) -> None:
+    if router not in ROUTERS:
+        raise XelmError(f"--router {router!r}: use one of {', '.join(ROUTERS)}")
+    needs = ROUTERS[router].allocation_method
+    if needs is not None and (alloc is None or alloc.method != needs):
+        raise XelmError(f"--router {router} needs the experts' {needs} allocation (--allocation)")
+    if router == "lid" and not lang_map:
+        raise XelmError(
+            "--router lid needs the experts' allocation (--allocation) to know "
+            "which expert holds which language"
+        )
+    if top_experts is not None and not 1 <= top_experts <= k:
+        raise XelmError(f"--top-k {top_experts}: must be between 1 and {k}")
 
 
 def build_ensemble(
@@ -91,80 +155,53 @@ def build_ensemble(
     allocation: str | Path | None = None,
     prior: list[float] | None = None,
     temperature: float | None = None,
-    prior_from: PriorSpec | None = None,
+    prior_from: str | Path | None = None,
+    prior_spec: PriorSpec | None = None,
 ) -> Path:
     """Write an ensemble folder for `experts` (HF folders; xelm experts know their cluster and
-    allocation, any other model is cluster = its position). `prior_from`: estimate the prior
-    (used by the prior and posterior routers) from held-out documents."""
-    from transformers import AutoConfig
-
+    allocation, any other model is cluster = its position). `prior_from`: a corpus whose
+    held-out documents the prior (of the prior and posterior routers) is estimated from."""
     from xelm.allocate.allocation import Allocation
-    from xelm.langs import normalize_lang
+    from xelm.ensemble.modeling import XELMConfig
+    from xelm.experts import ExpertRecord
 
-    if router not in ROUTERS:
-        raise XelmError(f"--router {router!r}: use one of {', '.join(ROUTERS)}")
     folders = [Path(e) for e in experts]
-    for f in folders:
-        if not (f / "config.json").exists():
-            raise XelmError(f"{f}: not a model folder (no config.json)")
-    configs = [AutoConfig.from_pretrained(f) for f in folders]
-    for f, c in zip(folders[1:], configs[1:], strict=True):
-        if c.model_type != configs[0].model_type:
-            first = configs[0].model_type
-            raise XelmError(f"{f}: a {c.model_type} model, but {folders[0]} is a {first}: "
-                            "experts must share one architecture")  # fmt: skip
+    configs = _expert_configs(folders)
     tokenizer = check_same_tokenizer(folders)
-    infos = [_expert_info(f) for f in folders]
-    clusters = [i.get("cluster", n) for n, i in enumerate(infos)]
-    allocation = allocation or infos[0].get("allocation")
+    records = [ExpertRecord.find(f) for f in folders]
+    clusters = [r.cluster if r else n for n, r in enumerate(records)]
+    allocation = allocation or (records[0].allocation if records[0] else None)
     alloc = Allocation(allocation) if allocation else None
-    lang_map: dict[str, int] = {}
-    if alloc is not None:
-        expert_of = {c: n for n, c in enumerate(clusters)}
-        by_lang = language_to_cluster(alloc)
-        lang_map = {normalize_lang(lang).split("-")[0]: expert_of[c]
-                    for lang, c in by_lang.items() if c in expert_of}  # fmt: skip
-    if router == "tfidf" and (alloc is None or alloc.method != "tfidf"):
-        raise XelmError("--router tfidf needs the experts' TF-IDF allocation (--allocation)")
-    if router == "lid" and not lang_map:
-        raise XelmError("--router lid needs the experts' allocation (--allocation) to know "
-                        "which expert holds which language")  # fmt: skip
-    if top_experts is not None and not 1 <= top_experts <= len(folders):
-        raise XelmError(f"--top-k {top_experts}: must be between 1 and {len(folders)}")
-
+    lang_map = _language_map(alloc, clusters)
+    _check_router(router, alloc, lang_map, top_experts, len(folders))
     out = Path(out)
     with atomic_dir(out) as tmp:
         config = XELMConfig(
             experts=[os.path.relpath(f.resolve(), out.resolve()) for f in folders],
-            expert_clusters=clusters, router=router, top_experts=top_experts, prior=prior,
-            temperature=temperature, language_to_expert=lang_map,
-            vocab_size=configs[0].vocab_size, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+            expert_clusters=clusters,
+            router=router,
+            top_experts=top_experts,
+            prior=prior,
+            temperature=temperature,
+            language_to_expert=lang_map,
+            vocab_size=configs[0].vocab_size,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if alloc is not None and alloc.method == "tfidf":
             shutil.copytree(alloc.router_dir, tmp / ROUTER_DIR / "tfidf")
         if prior_from is not None:  # tmp is a sibling of out: the relative paths hold
-            import itertools
-
-            from xelm.corpus import Corpus
-            from xelm.ensemble.modeling import XELMForCausalLM
-
-            corpus, n = Corpus(prior_from.corpus), prior_from.docs_per_language
-            texts = [
-                d.text
-                for lang in corpus.train_langs
-                for d in itertools.islice(corpus.documents(prior_from.split, [lang]), n)
-            ]
-            model = XELMForCausalLM.from_pretrained(tmp, router="uniform")
-            config.prior = estimate_prior(model, texts, prior_from.max_tokens)
+            config.prior = cached_prior(tmp, prior_from, prior_spec or PriorSpec())
             config.save_pretrained(tmp)
     return out
 
 
-def merge_average(experts: list[str | Path], out: str | Path,
-                  weights: list[float] | None = None) -> Path:  # fmt: skip
+def merge_average(
+    experts: list[str | Path], out: str | Path, weights: list[float] | None = None
+) -> Path:
     """BTM's merge: one dense model whose parameters are the (weighted) mean of the experts'."""
     import torch
 
@@ -174,15 +211,18 @@ def merge_average(experts: list[str | Path], out: str | Path,
     tokenizer = check_same_tokenizer(folders)
     w = weights or [1 / len(folders)] * len(folders)
     if len(w) != len(folders) or any(x < 0 for x in w) or abs(sum(w) - 1) > 1e-6:
-        raise XelmError(f"--weights {weights}: need {len(folders)} non-negative numbers "
-                        "summing to one")  # fmt: skip
+        raise XelmError(
+            f"--weights {weights}: need {len(folders)} non-negative numbers summing to one"
+        )
     merged = load_model(folders[0])
     state = {k: v.clone().mul_(w[0]) for k, v in merged.state_dict().items()}
     for f, wi in zip(folders[1:], w[1:], strict=True):
         other = load_model(f).state_dict()
         if other.keys() != state.keys() or any(other[k].shape != v.shape for k, v in state.items()):
-            raise XelmError(f"{f}: parameters differ in names or shapes from {folders[0]}'s; "
-                            "only experts of one seed can be averaged")  # fmt: skip
+            raise XelmError(
+                f"{f}: parameters differ in names or shapes from {folders[0]}'s; "
+                "only experts of one seed can be averaged"
+            )
         for k, v in state.items():
             v.add_(other[k].to(v.dtype), alpha=wi)
     with torch.no_grad():

@@ -18,21 +18,24 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from xelm.ensemble.routers import (
-    LanguageRouter,
+    ROUTERS,
     PosteriorRouter,
     Router,
-    TfidfRouter,
-    UniformRouter,
     check_log_weights,
     top_k,
 )
 from xelm.errors import XelmError
-
-ROUTER_DIR = "router"
+from xelm.models import check_same_architecture
 
 
 class XELMConfig(PretrainedConfig):
@@ -96,8 +99,13 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
     base_model_prefix = "xelm"
     main_input_name = "input_ids"
 
-    def __init__(self, config: XELMConfig, experts: list[PreTrainedModel] | None = None,
-                 router: Router | None = None, tokenizer=None):  # fmt: skip
+    def __init__(
+        self,
+        config: XELMConfig,
+        experts: list[PreTrainedModel] | None = None,
+        router: Router | None = None,
+        tokenizer=None,
+    ):
         super().__init__(config)
         if not experts:
             raise XelmError("an ensemble needs at least one expert model")
@@ -113,8 +121,12 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     # --- routing ---------------------------------------------------------------------------
 
-    def route(self, prefix_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-              router: Router | None = None):  # fmt: skip
+    def route(
+        self,
+        prefix_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        router: Router | None = None,
+    ):
         """Fixed log α per sequence from its prefix, or None (per-token posterior)."""
         r = router or self.router
         if r.per_token:
@@ -123,8 +135,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             return r.fixed(prefix_ids.shape[0]).to(prefix_ids.device)
         if self.tokenizer is None:
             raise XelmError(f"the {r.name} router reads text: the ensemble needs its tokenizer")
-        rows = prefix_ids if attention_mask is None else [
-            ids[m.bool()] for ids, m in zip(prefix_ids, attention_mask, strict=True)]  # fmt: skip
+        rows = (
+            prefix_ids
+            if attention_mask is None
+            else [ids[m.bool()] for ids, m in zip(prefix_ids, attention_mask, strict=True)]
+        )
         texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         log_alpha = r.route(texts)
         return None if log_alpha is None else log_alpha.to(prefix_ids.device)
@@ -141,9 +156,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     def posterior_router(self) -> PosteriorRouter:
         """The posterior with this ensemble's prior (the fallback of the prefix routers)."""
-        return PosteriorRouter(len(self.experts), self.config.prior,
-                               (self.config.temperature or 1.0) if self.config.router == "posterior"
-                               else 1.0)  # fmt: skip
+        return PosteriorRouter(
+            len(self.experts),
+            self.config.prior,
+            (self.config.temperature or 1.0) if self.config.router == "posterior" else 1.0,
+        )
 
     # --- forward -----------------------------------------------------------------------------
 
@@ -177,15 +194,18 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         use_cache = bool(use_cache)
 
         if cache.log_alpha is not None:
-            logp = self._fixed_mixture(input_ids, attention_mask, position_ids, cache, use_cache,
-                                       first)  # fmt: skip
+            logp = self._fixed_mixture(
+                input_ids, attention_mask, position_ids, cache, use_cache, first
+            )
         else:
-            logp = self._posterior_mixture(input_ids, attention_mask, position_ids, cache,
-                                           use_cache)  # fmt: skip
+            logp = self._posterior_mixture(
+                input_ids, attention_mask, position_ids, cache, use_cache
+            )
         loss = None
         if labels is not None:
-            loss = nn.functional.nll_loss(logp[:, :-1].flatten(0, 1).float(),
-                                          labels[:, 1:].flatten(), ignore_index=-100)  # fmt: skip
+            loss = nn.functional.nll_loss(
+                logp[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100
+            )
         if logits_to_keep:
             logp = logp[:, -logits_to_keep:]
         return CausalLMOutputWithPast(loss=loss, logits=logp, cache=cache if use_cache else None)
@@ -197,9 +217,13 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
             cache.experts[e] = DynamicCache(config=self.experts[e].config)
         self.forward_calls[e] += 1
-        out = self.experts[e](input_ids=sel(input_ids), attention_mask=sel(attention_mask),
-                              position_ids=sel(position_ids), use_cache=use_cache,
-                              cache=cache.experts[e] if use_cache else None)  # fmt: skip
+        out = self.experts[e](
+            input_ids=sel(input_ids),
+            attention_mask=sel(attention_mask),
+            position_ids=sel(position_ids),
+            use_cache=use_cache,
+            cache=cache.experts[e] if use_cache else None,
+        )
         return out.logits.float()
 
     def _fixed_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache, first):
@@ -246,8 +270,9 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
     def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
         """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
         args = (input_ids, attention_mask, position_ids, cache, use_cache)
-        logps = torch.stack([self._run(e, None, *args).log_softmax(-1)
-                             for e in range(len(self.experts))], dim=2)  # fmt: skip
+        logps = torch.stack(
+            [self._run(e, None, *args).log_softmax(-1) for e in range(len(self.experts))], dim=2
+        )
         k = logps.shape[2]
         # (batch, time, experts, vocab). Log-likelihood of each input token under each expert:
         # token t is scored by position t-1 (or by the last step's prediction, kept in the cache)
@@ -270,9 +295,14 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         return (log_alpha[..., None] + logps).logsumexp(2)
 
     @torch.no_grad()
-    def score(self, input_ids, attention_mask, score_mask,
-              expert_log_weights: torch.Tensor | None = None,
-              return_posterior: bool = False):  # fmt: skip
+    def score(
+        self,
+        input_ids,
+        attention_mask,
+        score_mask,
+        expert_log_weights: torch.Tensor | None = None,
+        return_posterior: bool = False,
+    ):
         """log p(x_{t+1} | x_≤t) of the mixture at the positions of `score_mask` (batch, time),
         flattened: what an evaluator needs. Only the experts' log-partition and the target's
         logit are needed per expert (the mixture's full distribution never is), so this costs
@@ -296,20 +326,23 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             log_alpha = self.route(input_ids, attention_mask)
         if log_alpha is not None:  # fixed per sequence: only the experts in use run
             check_log_weights(log_alpha, "expert_log_weights")
-            cache = XELMCache([None] * k, top_k(log_alpha.float(), self.config.top_experts),
-                              [None] * k)  # fmt: skip
+            cache = XELMCache(
+                [None] * k, top_k(log_alpha.float(), self.config.top_experts), [None] * k
+            )
             parts = self._expert_parts(cache, True, target_logp)
             return self._combine(parts, input_ids.shape[0])[score_mask]
         # the posterior: α(t) from the likelihood of x_≤t, every expert at every token
-        seen_mask = torch.ones_like(score_mask) if attention_mask is None else (
-            attention_mask.bool())  # fmt: skip
+        seen_mask = (
+            torch.ones_like(score_mask) if attention_mask is None else (attention_mask.bool())
+        )
         lp = torch.stack([target_logp(e, None, seen_mask) for e in range(k)], dim=-1)  # (b,t,e)
         seen = torch.cat([lp.new_zeros(lp.shape[0], 1, k), lp[:, :-1]], dim=1)  # p(x_t | x_<t)
         if attention_mask is not None:
             seen = seen * attention_mask[:, :, None].to(seen.dtype)
         temperature = getattr(self.router, "temperature", 1.0) or 1.0
-        log_alpha = top_k(self.router.posterior(seen.cumsum(1), temperature),
-                          self.config.top_experts)  # fmt: skip
+        log_alpha = top_k(
+            self.router.posterior(seen.cumsum(1), temperature), self.config.top_experts
+        )
         mixture = (log_alpha + lp).logsumexp(-1)[score_mask]
         if not return_posterior:
             return mixture
@@ -318,17 +351,22 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
     # --- generation plumbing -----------------------------------------------------------------
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, attention_mask=None,
-                                      next_sequence_length=None, **kwargs):  # fmt: skip
+    def prepare_inputs_for_generation(
+        self, input_ids, cache=None, attention_mask=None, next_sequence_length=None, **kwargs
+    ):
         if isinstance(cache, XELMCache):
             input_ids = input_ids[:, -1:]
         position_ids = None
         if attention_mask is not None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             position_ids = position_ids[:, -input_ids.shape[1] :]
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "position_ids": position_ids, "cache": cache,
-                "use_cache": kwargs.get("use_cache", True)}  # fmt: skip
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "cache": cache,
+            "use_cache": kwargs.get("use_cache", True),
+        }
 
     def get_input_embeddings(self):
         return self.experts[0].get_input_embeddings()
@@ -336,8 +374,15 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
     # --- folders -----------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path, *args, router: str | None = None, top_experts: int | None = None,
-                        temperature: float | None = None, **kwargs):  # fmt: skip
+    def from_pretrained(
+        cls,
+        path,
+        *args,
+        router: str | None = None,
+        top_experts: int | None = None,
+        temperature: float | None = None,
+        **kwargs,
+    ):
         """Load an ensemble folder; `router`/`top_experts`/`temperature` override the saved
         choice (another router starts from its own default temperature)."""
         from xelm.models import load_model
@@ -345,8 +390,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
 
         path = Path(path)
         if not (path / "config.json").exists():
-            raise XelmError(f"{path}: not an ensemble folder (no config.json); build one with "
-                            "`xelm ensemble build`")  # fmt: skip
+            raise XelmError(
+                f"{path}: not an ensemble folder (no config.json); build one with "
+                "`xelm ensemble build`"
+            )
         config = XELMConfig.from_pretrained(path)
         if config.model_type != "xelm" or not config.experts:
             raise XelmError(f"{path}: config.json is not an X-ELM ensemble")
@@ -374,8 +421,9 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         out.mkdir(parents=True, exist_ok=True)
         config = self.config
         if expert_paths is not None:
-            config.experts = [os.path.relpath(Path(p).resolve(), out.resolve())
-                              for p in expert_paths]  # fmt: skip
+            config.experts = [
+                os.path.relpath(Path(p).resolve(), out.resolve()) for p in expert_paths
+            ]
         config.save_pretrained(out)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(out)
@@ -387,32 +435,19 @@ def check_experts(experts: list, names: list[str]) -> None:
     for model, name in zip(experts[1:], names[1:], strict=True):
         c = model.config
         if c.vocab_size != first.vocab_size:
-            raise XelmError(f"expert {name}: vocabulary of {c.vocab_size} tokens, but "
-                            f"{names[0]} has {first.vocab_size}: experts must share one "
-                            "tokenizer")  # fmt: skip
-        if c.model_type != first.model_type:
-            raise XelmError(f"expert {name}: a {c.model_type} model, but {names[0]} is a "
-                            f"{first.model_type}: experts must share one architecture")  # fmt: skip
+            raise XelmError(
+                f"expert {name}: vocabulary of {c.vocab_size} tokens, but "
+                f"{names[0]} has {first.vocab_size}: experts must share one "
+                "tokenizer"
+            )
+    check_same_architecture([m.config for m in experts], names)
 
 
 def make_router(config: XELMConfig, folder: Path | None) -> Router:
-    k = len(config.experts) or 1
-    name = config.router
-    if name == "uniform":
-        return UniformRouter(k)
-    if name == "prior":
-        return Router(k, config.prior)
-    if name == "posterior":
-        return PosteriorRouter(k, config.prior, config.temperature or 1.0)
-    if name == "tfidf":
-        if folder is None or not (folder / ROUTER_DIR / "tfidf").exists():
-            raise XelmError(f"{folder}: the tfidf router needs the allocation's TF-IDF state "
-                            f"({ROUTER_DIR}/tfidf); build the ensemble with a TF-IDF "
-                            "allocation")  # fmt: skip
-        return TfidfRouter(k, folder / ROUTER_DIR / "tfidf", config.expert_clusters,
-                           config.temperature or 0.1)  # fmt: skip
-    if name == "lid":
-        if not config.language_to_expert:
-            raise XelmError("the lid router needs language_to_expert (from the allocation)")
-        return LanguageRouter(k, config.language_to_expert)
-    raise XelmError(f"unknown router {name!r}; use uniform, prior, posterior, tfidf or lid")
+    if config.router not in ROUTERS:
+        raise XelmError(f"unknown router {config.router!r}; use one of {', '.join(ROUTERS)}")
+    return ROUTERS[config.router].from_config(config, folder)
+
+
+AutoConfig.register("xelm", XELMConfig, exist_ok=True)
+AutoModelForCausalLM.register(XELMConfig, XELMForCausalLM, exist_ok=True)

@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from pydantic import Field, field_validator
 
 from xelm.errors import XelmError
+from xelm.spec import Spec, one_of
 
-ROUTERS = ("uniform", "prior", "posterior", "tfidf", "lid")
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: the router names and `RouterChoice` are read by the run
+# config and the CLI, which should not wait for torch to load.
+ROUTER_DIR = "router"  # in an ensemble folder: the routers' state
 
 
 def check_log_weights(log_alpha: torch.Tensor, where: str = "α") -> None:
+    import torch
+
     total = log_alpha.logsumexp(-1)
     if not torch.allclose(total, torch.zeros_like(total), atol=1e-4):
         raise XelmError(f"{where}: expert weights must sum to one (got {total.exp().tolist()})")
@@ -31,6 +40,8 @@ def check_log_weights(log_alpha: torch.Tensor, where: str = "α") -> None:
 
 def top_k(log_alpha: torch.Tensor, k: int | None) -> torch.Tensor:
     """Keep the k largest weights per row (renormalised); the others become log 0."""
+    import torch
+
     if k is None or k >= log_alpha.shape[-1]:
         return log_alpha
     keep = log_alpha.topk(k, dim=-1).indices
@@ -44,12 +55,22 @@ class Router:
     name = "prior"
     per_token = False  # True: α depends on the experts' likelihoods of the tokens so far
     reads_prefix = False  # True: α comes from the text of the sequence's prefix
+    allocation_method: str | None = None  # needs the state of this kind of allocation
+    default_temperature: float | None = None
+
+    @classmethod
+    def from_config(cls, config, folder: Path | None) -> Router:
+        """This router for an ensemble's config (and its folder, holding router state)."""
+        return cls(len(config.experts), config.prior)
 
     def __init__(self, n_experts: int, prior: list[float] | None = None):
+        import torch
+
         p = torch.full((n_experts,), 1.0 / n_experts) if prior is None else torch.tensor(prior)
         if p.shape != (n_experts,) or (p < 0).any() or abs(float(p.sum()) - 1) > 1e-4:
-            raise XelmError(f"router prior {prior}: need {n_experts} non-negative weights "
-                            "summing to one")  # fmt: skip
+            raise XelmError(
+                f"router prior {prior}: need {n_experts} non-negative weights summing to one"
+            )
         self.log_prior = p.double().log().float()
 
     def fixed(self, batch: int) -> torch.Tensor:
@@ -71,19 +92,27 @@ class UniformRouter(Router):
     def __init__(self, n_experts: int):
         super().__init__(n_experts)
 
+    @classmethod
+    def from_config(cls, config, folder: Path | None) -> Router:
+        return cls(len(config.experts))
+
 
 class PosteriorRouter(Router):
     """BTM's Bayesian posterior: prior × the experts' likelihoods of the prefix, every token."""
 
     name = "posterior"
     per_token = True
+    default_temperature = 1.0
 
-    def __init__(self, n_experts: int, prior: list[float] | None = None,
-                 temperature: float = 1.0):  # fmt: skip
+    def __init__(self, n_experts: int, prior: list[float] | None = None, temperature: float = 1.0):
         super().__init__(n_experts, prior)
         if temperature <= 0:
             raise XelmError(f"posterior temperature {temperature}: must be > 0")
         self.temperature = temperature
+
+    @classmethod
+    def from_config(cls, config, folder: Path | None) -> Router:
+        return cls(len(config.experts), config.prior, config.temperature or cls.default_temperature)
 
 
 class _PrefixRouter(Router):
@@ -91,8 +120,10 @@ class _PrefixRouter(Router):
 
     def _texts(self, texts: list[str]) -> list[str]:
         if any(not t.strip() for t in texts):
-            raise XelmError(f"the {self.name} router reads the prefix's text, and a prefix is "
-                            "empty: give each sequence some context (a prompt)")  # fmt: skip
+            raise XelmError(
+                f"the {self.name} router reads the prefix's text, and a prefix is "
+                "empty: give each sequence some context (a prompt)"
+            )
         return texts
 
 
@@ -107,9 +138,16 @@ class TfidfRouter(_PrefixRouter):
     """
 
     name = "tfidf"
+    allocation_method = "tfidf"
+    default_temperature = 0.1
 
-    def __init__(self, n_experts: int, state_dir: str | Path, expert_clusters: list[int],
-                 temperature: float = 0.1):  # fmt: skip
+    def __init__(
+        self,
+        n_experts: int,
+        state_dir: str | Path,
+        expert_clusters: list[int],
+        temperature: float = 0.1,
+    ):
         from xelm.allocate.tfidf import TfidfClusters
 
         super().__init__(n_experts)
@@ -117,7 +155,24 @@ class TfidfRouter(_PrefixRouter):
         self.expert_clusters = expert_clusters
         self.temperature = temperature
 
+    @classmethod
+    def from_config(cls, config, folder: Path | None) -> Router:
+        state = None if folder is None else folder / ROUTER_DIR / "tfidf"
+        if state is None or not state.exists():
+            raise XelmError(
+                f"{folder}: the tfidf router needs the allocation's TF-IDF state "
+                f"({ROUTER_DIR}/tfidf); build the ensemble with a TF-IDF allocation"
+            )
+        return cls(
+            len(config.experts),
+            state,
+            config.expert_clusters,
+            config.temperature or cls.default_temperature,
+        )
+
     def route(self, texts: list[str]) -> torch.Tensor:
+        import torch
+
         d2 = self.clusters.squared_distances(self._texts(texts)) + self.clusters.prices[None]
         scores = -torch.from_numpy(d2).float()[:, self.expert_clusters] / self.temperature
         return scores - scores.logsumexp(-1, keepdim=True)
@@ -136,13 +191,55 @@ class LanguageRouter(_PrefixRouter):
         self.language_to_expert = language_to_expert
         self.identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
 
+    @classmethod
+    def from_config(cls, config, folder: Path | None) -> Router:
+        if not config.language_to_expert:
+            raise XelmError("the lid router needs language_to_expert (from the allocation)")
+        return cls(len(config.experts), config.language_to_expert)
+
     def identify(self, text: str) -> str:
         return self.identifier.classify(text)[0]
 
     def route(self, texts: list[str]) -> torch.Tensor | None:
+        import torch
+
         experts = [self.language_to_expert.get(self.identify(t)) for t in self._texts(texts)]
         if any(e is None for e in experts):
             return None
         log_alpha = torch.full((len(texts), len(self.log_prior)), -math.inf)
         log_alpha[torch.arange(len(texts)), torch.tensor(experts)] = 0.0
         return log_alpha
+
+
+# The routers by name: the one list the config, the CLI and the ensemble read.
+ROUTERS: dict[str, type[Router]] = {
+    r.name: r for r in (UniformRouter, Router, PosteriorRouter, TfidfRouter, LanguageRouter)
+}
+
+
+class RouterChoice(Spec):
+    """One way to set the ensemble's α, evaluated for every allocation it applies to."""
+
+    router: str = "posterior"
+    """uniform, prior (BTM's cached prior), posterior (over the prefix, every token), tfidf
+    (c-BTM, TF-IDF allocations only) or lid (language ID)"""
+    top_k: int | None = Field(None, ge=1)
+    """keep the k largest α (routers fixed per document: the others are not run)"""
+    temperature: float | None = Field(None, gt=0)
+    """the router's temperature (default: posterior 1, tfidf 0.1)"""
+
+    @field_validator("router")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return one_of(name, ROUTERS, "router")
+
+    @property
+    def name(self) -> str:
+        top = f"-top{self.top_k}" if self.top_k else ""
+        temp = f"-T{self.temperature:g}" if self.temperature is not None else ""
+        return f"{self.router}{top}{temp}"
+
+    def applies_to(self, method: str | None) -> bool:
+        """Whether this router can route experts of an allocation made by `method`."""
+        needs = ROUTERS[self.router].allocation_method
+        return needs is None or needs == method

