@@ -61,14 +61,14 @@ def test_tfidf_clusters_recover_the_families_and_are_balanced(family_corpus, tmp
     # a tolerance of 1.25 lets each family be one cluster; 1.0 would move a few documents
     spec = TfidfAllocationSpec(k=3, max_ratio=1.25, workers=1)
     info = allocate_tfidf(family_corpus, tmp_path / "alloc", spec, progress=False)
-    assert info["quality"]["balance_documents"] <= 1.25
+    assert info.quality.balance_documents <= 1.25
     majority = []
-    for cluster in info["clusters"]:
+    for cluster in info.clusters:
         per_family = {}
-        for lang, v in cluster["languages"].items():
-            per_family[family_of(lang)] = per_family.get(family_of(lang), 0) + v["documents"]
+        for lang, v in cluster.languages.items():
+            per_family[family_of(lang)] = per_family.get(family_of(lang), 0) + v.documents
         top = max(per_family, key=per_family.get)
-        assert per_family[top] >= 0.97 * cluster["documents"], cluster["languages"]
+        assert per_family[top] >= 0.97 * cluster.documents, cluster.languages
         majority.append(top)
     assert sorted(majority) == sorted(FAMILIES)  # each family is one cluster
 
@@ -77,12 +77,9 @@ def test_tfidf_clusters_recover_the_families_and_are_balanced(family_corpus, tmp
     assert table.num_rows == 240 and len(set(table["id"].to_pylist())) == 240
     # new documents of each language land in their family's cluster
     router = TfidfClusters.load(alloc.router_dir)
-    by_lang = {
-        lang: max(info["clusters"], key=lambda c: c["languages"].get(lang, {}).get("documents", 0))[
-            "id"
-        ]
-        for lang in info["settings"]["languages"]
-    }
+    from xelm.ensemble.build import language_to_cluster
+
+    by_lang = language_to_cluster(alloc)  # the cluster holding most of each language
     new = family_docs(docs_per_lang=2, doc_seed=7)
     assert router.assign([d.text for d in new]).tolist() == [by_lang[d.lang] for d in new]
 
@@ -163,9 +160,9 @@ def test_greedy_pairing_size_limit_keeps_clusters_comparable():
 
 def test_typology_allocation_groups_whole_languages_and_keeps_the_tree(family_corpus, tmp_path):
     info = allocate_typology(family_corpus, tmp_path / "typ", TypologySpec(k=2))
-    mapping = info["language_to_cluster"]
+    mapping = info.language_to_cluster
     assert sorted(mapping) == ["de", "el", "hy", "nl", "ru", "uk"]
-    assert len(info["tree"]["merges"]) == 5 and info["tree"]["cut_after_merges"] == 4
+    assert len(info.tree["merges"]) == 5 and info.tree["cut_after_merges"] == 4
     table = Allocation(tmp_path / "typ").assignments()
     assert all(
         mapping[lang] == c
@@ -227,7 +224,7 @@ def test_small_vocabularies_still_fit(tmp_path):
 
     train = Corpus(tmp_path / "c").stats("en", "train")["documents"]
     assert Allocation(tmp_path / "a").assignments().num_rows == 12
-    sizes = [c["documents"] for c in info["clusters"]]
+    sizes = [c.documents for c in info.clusters]
     assert sum(sizes) == train and min(sizes) > 0
 
 

@@ -220,7 +220,7 @@ def test_tfidf_router_sends_each_language_to_its_cluster(trained, tmp_path, lm_s
     for lang in ("en", "ru"):  # each wholly in one cluster: its expert, confidently
         assert (alpha(lang)[:, home[lang]] > 0.9).all(), lang
     # balancing split the small Japanese set over both clusters: so does the router
-    split = [c["languages"].get("ja", {}).get("documents", 0) for c in info.clusters]
+    split = [c.languages["ja"].documents if "ja" in c.languages else 0 for c in info.clusters]
     if min(split) > 0.3 * max(split):
         assert (alpha("ja").max(-1).values < 0.9).all()
     with pytest.raises(XelmError, match="empty"):

@@ -11,7 +11,7 @@ from xelm import XELMForCausalLM  # noqa: F401  (registers the X-ELM model with 
 from xelm.config import RouterChoice, load_config
 from xelm.corpus import Corpus
 from xelm.pipeline import run
-from xelm.results import mean_bits
+from xelm.results import Results, mean_bits
 
 pytestmark = [
     pytest.mark.integration,
@@ -88,25 +88,28 @@ def test_tokenizer_round_trips_every_script(tiny_run):
 def test_every_model_is_evaluated_and_reported(tiny_run):
     cfg, _ = tiny_run
     run_dir = Path(cfg.run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["sets"] == ["in_domain", "udhr"] and list(results["models"]) == MODELS
-    for name, model in results["models"].items():
-        for set_name in results["sets"]:
-            assert set(model[set_name]) == {"en", "fr", "ja"}
-            assert all(0 < s["bits_per_byte"] < 10 for s in model[set_name].values())
+    raw = json.loads((run_dir / "results.json").read_text())
+    assert list(raw["models"]["dense"]) == ["kind", "cost", "in_domain", "udhr"]  # sets as keys
+    results = Results.read(run_dir)
+    assert results.sets == ["in_domain", "udhr"] and list(results.models) == MODELS
+    for name, model in results.models.items():
+        for set_name in results.sets:
+            assert set(model.scores[set_name]) == {"en", "fr", "ja"}
+            assert all(0 < b < 10 for b in results.bits(name, set_name).values())
         if name != "unigram":
-            assert model["cost"]["tokens"] > 0 and model["cost"]["seconds"] > 0
-    models = results["models"]
-    for set_name in results["sets"]:  # more training than the seed pays off on average
-        assert mean_bits(models["dense"][set_name]) < mean_bits(models["seed"][set_name])
+            assert model.cost.tokens > 0 and model.cost.seconds > 0
+    for set_name in results.sets:  # more training than the seed pays off on average
+        dense, seed = results.bits("dense", set_name), results.bits("seed", set_name)
+        assert mean_bits(dense) < mean_bits(seed)
     # compute-matched: the experts of each allocation trained as many tokens as the dense run
-    assert models["typology-k2/lid-top1"]["cost"]["tokens"] == models["dense"]["cost"]["tokens"]
-    assert results["plotted"] == ["seed", "dense", "typology-k2/posterior", "tfidf-k2/posterior"]
+    models = results.models
+    assert models["typology-k2/lid-top1"].cost.tokens == models["dense"].cost.tokens
+    assert results.plotted == ["seed", "dense", "typology-k2/posterior", "tfidf-k2/posterior"]
     report = (run_dir / "report.md").read_text()
     assert "| better than dense |" in report and "tfidf-k2/tfidf-top1" in report
     assert "better than dense on" in report  # the summary
-    routed = models["typology-k2/lid-top1"]["in_domain"]  # where each document was sent
-    assert all(sum(s["routed"]) == s["documents"] for s in routed.values())
+    routed = models["typology-k2/lid-top1"].scores["in_domain"]  # where each document was sent
+    assert all(sum(s.routed) == s.documents for s in routed.values())
     assert "## Routing" in report and "went to the expert holding most" in report
     for png in ("bits_per_byte_in_domain", "bits_per_byte_udhr", "improvement_over_dense"):
         assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
@@ -124,11 +127,11 @@ def test_both_allocations_split_the_three_languages(tiny_run):
 
     cfg, _ = tiny_run
     typology = Allocation(Path(cfg.run_dir) / "allocation" / "typology-k2")
-    mapping = typology.info["language_to_cluster"]
+    mapping = typology.record.language_to_cluster
     assert sorted(mapping) == ["en", "fr", "ja"] and len(set(mapping.values())) == 2
     assert mapping["en"] == mapping["fr"] != mapping["ja"]  # ja is typologically the odd one
     tfidf = Allocation(Path(cfg.run_dir) / "allocation" / "tfidf-k2")
-    assert tfidf.info["quality"]["balance_documents"] <= 1.05
+    assert tfidf.record.quality.balance_documents <= 1.05
     corpus = Corpus(Path(cfg.run_dir) / "corpus")
     assert tfidf.assignments().num_rows == sum(
         corpus.stats(lang)["documents"] for lang in corpus.train_langs

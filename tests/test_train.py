@@ -265,17 +265,17 @@ def test_training_on_one_cluster_of_an_allocation_sees_only_its_languages(lm_set
     from xelm.allocate.typology import TypologySpec, allocate_typology
 
     info = allocate_typology(lm_setup / "corpus", tmp_path / "alloc", TypologySpec(k=2))
-    for cluster in info["clusters"]:
+    for cluster in info.clusters:
         cfg = tiny_cfg(
             lm_setup,
-            tmp_path / f"expert{cluster['id']}",
+            tmp_path / f"expert{cluster.id}",
             max_tokens=4 * 4 * 32,
             allocation=str(tmp_path / "alloc"),
-            cluster=cluster["id"],
+            cluster=cluster.id,
         )
         out = train(cfg, progress=False)
         meta = json.loads((out / "xelm_train.json").read_text())
-        assert sorted(meta["languages"]) == sorted(cluster["languages"])
-        assert set(meta["validation"]) <= set(cluster["languages"])
+        assert sorted(meta["languages"]) == sorted(cluster.languages)
+        assert set(meta["validation"]) <= set(cluster.languages)
     with pytest.raises(XelmError, match="allocation and cluster go together"):
         train(tiny_cfg(lm_setup, tmp_path / "x", allocation=str(tmp_path / "alloc")))

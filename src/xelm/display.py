@@ -93,24 +93,22 @@ def fertility_table(rows, title: str) -> Table:
     return table
 
 
-def allocation_tables(console: Console, info: dict, title: str) -> list:
-    """Language × cluster: training documents; then a caption with the quality figures."""
-    clusters = info["clusters"]
-    langs = list(info["settings"]["languages"]) + ["documents", "MB"]
+def allocation_tables(console: Console, record, title: str) -> list:
+    """Language × cluster: training documents (`record`: an `AllocationRecord`); then a caption
+    with the quality figures."""
+    langs = record.settings.languages
     columns = {}
-    for c in clusters:
-        counts = [c["languages"].get(lang, {}).get("documents", 0) for lang in langs[:-2]]
-        columns[f"c{c['id']}"] = [f"{n:,}" if n else "·" for n in counts] + [
-            f"{c['documents']:,}",
-            f"{c['bytes'] / 1e6:.1f}",
-        ]
-    q = info["quality"]
+    for c in record.clusters:
+        counts = [c.languages[lang].documents if lang in c.languages else 0 for lang in langs]
+        cells = [f"{n:,}" if n else "·" for n in counts]
+        columns[f"c{c.id}"] = [*cells, f"{c.documents:,}", f"{c.bytes / 1e6:.1f}"]
+    q = record.quality
     caption = (
-        f"{info['method']}, k={info['k']}, {q['split']} split: balance (max/min) "
-        f"{q['balance_documents']} in documents, {q['balance_bytes']} in bytes; purity "
-        f"{q['purity']}; NMI vs language {q['nmi']}"
+        f"{record.method}, k={record.k}, {q.split} split: balance (max/min) "
+        f"{q.balance_documents} in documents, {q.balance_bytes} in bytes; purity "
+        f"{q.purity}; NMI vs language {q.nmi}"
     )
-    return [*fit_columns(console, title, "lang", langs, columns), caption]
+    return [*fit_columns(console, title, "lang", [*langs, "documents", "MB"], columns), caption]
 
 
 def experts_table(outcomes, title: str) -> Table:
@@ -152,7 +150,10 @@ def train_table(record, out: Path) -> Table:
 
 
 def score_tables(
-    console: Console, models: dict[str, dict], title: str, baseline: str | None = "dense"
+    console: Console,
+    models: dict[str, dict[str, float]],
+    title: str,
+    baseline: str | None = "dense",
 ) -> list[Table]:
     """Bits/byte per language (rows) and model (columns), a mean row and, against `baseline`,
     on how many languages each model is better; split to fit the console."""

@@ -140,8 +140,8 @@ def cluster_tokens(alloc, tokenizer) -> list[int]:
     from xelm.corpus import Corpus
     from xelm.tokens import cluster_streams
 
-    corpus = Corpus(alloc.info["settings"]["corpus"])
-    langs = alloc.info["settings"]["languages"]
+    corpus = Corpus(alloc.corpus)
+    langs = alloc.languages
     sizes = []
     for c in range(alloc.k):
         streams = cluster_streams(corpus, tokenizer, "train", langs, alloc, c)
@@ -180,7 +180,7 @@ def plan_experts(
                 "would not make one optimizer step; raise the budget or shrink the batch"
             )
         cfg = base.replace(
-            corpus=str(Path(alloc.info["settings"]["corpus"])),
+            corpus=str(Path(alloc.corpus)),
             init=str(seed),
             preset=None,
             max_tokens=tokens,
@@ -192,7 +192,7 @@ def plan_experts(
         jobs.append(
             ExpertJob(
                 cluster=c,
-                languages=list(alloc.clusters[c]["languages"]),
+                languages=list(alloc.clusters[c].languages),
                 share=share,
                 seed=str(seed),
                 split=spec.split,

@@ -25,7 +25,7 @@ from xelm.launch import launch
 from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text
 from xelm.report import write_report
-from xelm.results import EvalModel
+from xelm.results import EvalModel, Results
 from xelm.spec import fingerprint
 from xelm.tokenizer import train_tokenizer
 from xelm.train import TrainConfig, TrainRecord
@@ -337,7 +337,7 @@ def _clear(folder: Path) -> None:
 @dataclass
 class RunSummary:
     stages: dict[str, str]  # stage -> built | skipped
-    results: dict | None  # results.json (None: no report)
+    results: Results | None  # None: no report
 
 
 def run(cfg: RunConfig, log: Log = print, report: bool = True) -> RunSummary:
@@ -368,5 +368,5 @@ def run(cfg: RunConfig, log: Log = print, report: bool = True) -> RunSummary:
         stage.build(folder)
         atomic_write_text(stamp, json.dumps({"key": stage.key, "done": True}) + "\n")
         status[stage.name] = "built"
-    results = json.loads(layout.results.read_text()) if report else None
+    results = Results.read(layout.root) if report else None
     return RunSummary(status, results)

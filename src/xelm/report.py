@@ -9,88 +9,94 @@ first of the config's routers that applies to it), the tables all of them.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from pathlib import Path
 
 from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text
-from xelm.results import EvalModel, markdown_table, mean_bits
+from xelm.results import (
+    Cost,
+    EvalModel,
+    ModelResults,
+    Results,
+    markdown_table,
+    mean_bits,
+    read_scores,
+)
 
 SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
 
 
-def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, dict]:
-    """Tokens and seconds each model was trained for after the seed (the seed's own cost is
-    the `seed` entry, shared by every model branched from it). An ensemble's experts train
+def training_cost(run: RunLayout, model: EvalModel) -> Cost:
+    """Tokens and seconds the model was trained for after the seed (the seed's own cost is the
+    `seed` entry, shared by every model branched from it). An ensemble's experts train
     independently: `seconds` is their sum (one machine), `parallel_seconds` the longest one
     (as many machines as experts)."""
     from xelm.experts import expert_folders
     from xelm.train import TrainRecord
 
     seed = TrainRecord.find(run.seed) or TrainRecord()
-    costs: dict[str, dict] = {}
-    for m in models:
-        if m.kind == "seed":
-            costs[m.name] = {"tokens": seed.tokens, "seconds": seed.seconds}
-        elif m.kind == "dense":
-            info = TrainRecord.read(run.dense)
-            costs[m.name] = {"tokens": info.tokens, "seconds": info.seconds}
-        elif m.kind in ("x-elm", "merged"):
-            infos = [TrainRecord.read(e) for e in expert_folders(run.experts(m.allocation))]
-            costs[m.name] = {
-                "tokens": sum(i.tokens for i in infos),
-                "seconds": round(sum(i.seconds for i in infos), 2),
-                "parallel_seconds": max(i.seconds for i in infos),
-                "experts": len(infos),
-            }
-        else:
-            costs[m.name] = {"tokens": 0, "seconds": 0}
-        if m.kind not in ("seed", "unigram"):
-            costs[m.name]["seed_tokens"] = seed.tokens
-    return costs
+    after_seed = None if model.kind in ("seed", "unigram") else seed.tokens
+    if model.kind == "seed":
+        return Cost(tokens=seed.tokens, seconds=seed.seconds)
+    if model.kind == "dense":
+        info = TrainRecord.read(run.dense)
+        return Cost(tokens=info.tokens, seconds=info.seconds, seed_tokens=after_seed)
+    if model.kind in ("x-elm", "merged"):
+        infos = [TrainRecord.read(e) for e in expert_folders(run.experts(model.allocation))]
+        return Cost(
+            tokens=sum(i.tokens for i in infos),
+            seconds=round(sum(i.seconds for i in infos), 2),
+            parallel_seconds=max(i.seconds for i in infos),
+            experts=len(infos),
+            seed_tokens=after_seed,
+        )
+    return Cost(tokens=0, seconds=0)
 
 
 def build_results(
-    run: RunLayout, scores: dict, models: list[EvalModel], langs: list[str], plotted: list[str]
-) -> dict:
-    """`scores`: {test set: {model: {lang: scores}}} (`xelm.results.collect`)."""
-    costs = training_costs(run, models)
-    out: dict = {"train_langs": langs, "sets": list(scores), "plotted": plotted, "models": {}}
+    run: RunLayout, models: list[EvalModel], langs: list[str], plotted: list[str]
+) -> Results:
+    """Every model's scores (its evaluation file) and training cost."""
+    entries = {}
     for m in models:
-        entry = {"kind": m.kind, "cost": costs[m.name]}
-        if m.kind == "x-elm":
-            entry["allocation"], entry["router"] = m.allocation, m.router.name
-        for set_name, by_model in scores.items():
-            entry[set_name] = by_model[m.name]
-        out["models"][m.name] = entry
-    return out
+        scores = read_scores(run.scores(m.name))
+        entries[m.name] = ModelResults(
+            kind=m.kind,
+            cost=training_cost(run, m),
+            allocation=m.allocation if m.kind == "x-elm" else None,
+            router=m.router.name if m.router else None,
+            scores=scores,
+        )
+    sets = list(next(iter(entries.values())).scores)
+    return Results(train_langs=langs, sets=sets, plotted=plotted, models=entries)
 
 
 # --- numbers → words --------------------------------------------------------------------------
 
 
-def relative(results: dict, name: str, set_name: str, baseline: str = "dense") -> dict[str, float]:
+def relative(
+    results: Results, name: str, set_name: str, baseline: str = "dense"
+) -> dict[str, float]:
     """Per language: the model's bits/byte relative to the baseline's (−0.03: 3 % better)."""
-    a, b = results["models"][name][set_name], results["models"][baseline][set_name]
-    return {lang: a[lang]["bits_per_byte"] / b[lang]["bits_per_byte"] - 1 for lang in b}
+    a, b = results.bits(name, set_name), results.bits(baseline, set_name)
+    return {lang: a[lang] / b[lang] - 1 for lang in b}
 
 
-def summary(results: dict) -> list[str]:
+def summary(results: Results) -> list[str]:
     """One honest sentence per (X-ELM or merged model, test set): wins over dense, by how much."""
     lines = []
-    models = results["models"]
-    if "dense" not in models:
+    if "dense" not in results.models:
         return lines
-    for set_name in results["sets"]:
-        dense_mean = mean_bits(models["dense"][set_name])
-        for name in results["plotted"]:
+    for set_name in results.sets:
+        dense_mean = mean_bits(results.bits("dense", set_name))
+        for name in results.plotted:
             if name in ("seed", "dense"):
                 continue
             rel = relative(results, name, set_name)
             wins = [lang for lang, r in rel.items() if r < 0]
             losses = sorted((lang for lang in rel if lang not in wins), key=lambda x: -rel[x])
-            mean = mean_bits(models[name][set_name])
+            mean = mean_bits(results.bits(name, set_name))
             text = (
                 f"**{name}**, {SET_TITLES.get(set_name, set_name)}: better than dense on "
                 f"{len(wins)}/{len(rel)} languages; mean {mean:.3f} vs {dense_mean:.3f} "
@@ -113,45 +119,42 @@ def training_shares(run: RunLayout, allocation: str) -> list[dict[str, float]]:
     ensemble = XELMConfig.from_pretrained(run.ensemble(allocation))
     totals: dict[str, int] = {}
     for c in clusters:
-        for lang, stats in c["languages"].items():
-            totals[lang] = totals.get(lang, 0) + stats["documents"]
-    by_id = {c["id"]: c for c in clusters}
+        for lang, stats in c.languages.items():
+            totals[lang] = totals.get(lang, 0) + stats.documents
+    by_id = {c.id: c for c in clusters}
     return [
-        {
-            lang: stats["documents"] / totals[lang]
-            for lang, stats in by_id[cluster]["languages"].items()
-        }
+        {lang: stats.documents / totals[lang] for lang, stats in by_id[cluster].languages.items()}
         for cluster in ensemble.expert_clusters
     ]
 
 
-def routing_analysis(run: RunLayout, results: dict) -> list[str]:
+def routing_analysis(run: RunLayout, results: Results) -> list[str]:
     """Where the routers sent each language's test documents, against where the language's
     training documents went: the first thing to look at when an X-ELM loses a language."""
     lines = []
-    for name, model in results["models"].items():
-        if model["kind"] != "x-elm":
+    for name, model in results.models.items():
+        if model.kind != "x-elm":
             continue
-        shares = training_shares(run, model["allocation"])
-        for set_name in results["sets"]:
-            scores = model[set_name]
-            if not all("routed" in s for s in scores.values()):
+        shares = training_shares(run, model.allocation)
+        for set_name in results.sets:
+            scores = model.scores[set_name]
+            if any(s.routed is None for s in scores.values()):
                 continue  # a full mixture: no routing to report
             home = {
                 lang: max(range(len(shares)), key=lambda e: shares[e].get(lang, 0))
                 for lang in scores
             }
-            at_home = sum(s["routed"][home[lang]] for lang, s in scores.items())
-            total = sum(s["documents"] for s in scores.values())
+            at_home = sum(s.routed[home[lang]] for lang, s in scores.items())
+            total = sum(s.documents for s in scores.values())
             text = (
                 f"**{name}**, {SET_TITLES.get(set_name, set_name)}: {at_home}/{total} "
                 f"documents ({at_home / total:.0%}) went to the expert holding most of their "
                 "language's training documents"
             )
-            rel = relative(results, name, set_name) if "dense" in results["models"] else {}
+            rel = relative(results, name, set_name) if "dense" in results.models else {}
             notes = []
             for lang in sorted((x for x in rel if rel[x] >= 0), key=lambda x: -rel[x]):
-                routed = scores[lang]["routed"]
+                routed = scores[lang].routed
                 where = ", ".join(
                     f"{n} to expert {e} (holds {shares[e].get(lang, 0):.0%} of "
                     f"the {lang} training documents)"
@@ -177,15 +180,15 @@ def _plt():
     return plt
 
 
-def plot_bits_per_byte(results: dict, set_name: str, path: Path) -> None:
+def plot_bits_per_byte(results: Results, set_name: str, path: Path) -> None:
     """Grouped bars: bits/byte per language, seed vs dense vs the X-ELMs (lower is better)."""
     plt = _plt()
-    names = results["plotted"]
-    langs = results["train_langs"]
+    names = results.plotted
+    langs = results.train_langs
     fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(langs) + 2), 4.2))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        values = [results["models"][name][set_name][lang]["bits_per_byte"] for lang in langs]
+        values = [results.bits(name, set_name)[lang] for lang in langs]
         ax.bar(
             [x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
             values,
@@ -194,9 +197,7 @@ def plot_bits_per_byte(results: dict, set_name: str, path: Path) -> None:
         )
     ax.set_xticks(range(len(langs)), langs)
     ax.set_ylabel("bits per byte (lower is better)")
-    low = min(
-        results["models"][n][set_name][lang]["bits_per_byte"] for n in names for lang in langs
-    )
+    low = min(results.bits(n, set_name)[lang] for n in names for lang in langs)
     ax.set_ylim(bottom=0.85 * low)
     ax.set_title(f"Bits per byte per language, {SET_TITLES.get(set_name, set_name)}")
     ax.legend(fontsize=8, ncol=len(names))
@@ -206,12 +207,12 @@ def plot_bits_per_byte(results: dict, set_name: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_improvement(results: dict, path: Path) -> None:
+def plot_improvement(results: Results, path: Path) -> None:
     """Relative change of bits/byte against the dense baseline, per language and test set."""
     plt = _plt()
-    names = [n for n in results["plotted"] if n not in ("seed", "dense")]
-    langs = results["train_langs"]
-    sets = results["sets"]
+    names = [n for n in results.plotted if n not in ("seed", "dense")]
+    langs = results.train_langs
+    sets = results.sets
     fig, axes = plt.subplots(
         len(sets), 1, figsize=(max(8, 0.75 * len(langs) + 2), 3.2 * len(sets)), squeeze=False
     )
@@ -242,36 +243,36 @@ def plot_improvement(results: dict, path: Path) -> None:
 # --- the report --------------------------------------------------------------------------------
 
 
-def _cost_table(results: dict) -> str:
+def _cost_table(results: Results) -> str:
     """One row for the seed, the dense run and each allocation's experts (routers share them)."""
     lines = [
         "| model | training tokens | seconds (one machine) | seconds (experts in parallel) |",
         "|---|---:|---:|---:|",
     ]
     allocations = set()
-    for name, m in results["models"].items():
-        if m["kind"] in ("seed", "dense"):
+    for name, m in results.models.items():
+        if m.kind in ("seed", "dense"):
             label = name
-        elif m["kind"] == "x-elm" and m["allocation"] not in allocations:
-            allocations.add(m["allocation"])
-            label = f"{m['allocation']} (X-ELM experts)"
+        elif m.kind == "x-elm" and m.allocation not in allocations:
+            allocations.add(m.allocation)
+            label = f"{m.allocation} (X-ELM experts)"
         else:
             continue
-        c = m["cost"]
-        parallel = f"{c['parallel_seconds']:.0f}" if "parallel_seconds" in c else ""
-        lines.append(f"| {label} | {c['tokens']:,} | {c['seconds']:.0f} | {parallel} |")
+        c = m.cost
+        parallel = f"{c.parallel_seconds:.0f}" if c.parallel_seconds is not None else ""
+        lines.append(f"| {label} | {c.tokens:,} | {c.seconds:.0f} | {parallel} |")
     return "\n".join(lines) + "\n"
 
 
 def report_markdown(
-    results: dict, plots: dict[str, str], title: str, analysis: list[str] | None = None
+    results: Results, plots: dict[str, str], title: str, analysis: list[str] | None = None
 ) -> str:
     parts = [f"# {title}\n"]
     parts.append("## Summary\n")
     parts += [f"- {line}" for line in summary(results)] or ["- (no dense baseline to compare)"]
     parts.append("")
-    for set_name in results["sets"]:
-        scores = {n: m[set_name] for n, m in results["models"].items()}
+    for set_name in results.sets:
+        scores = {n: results.bits(n, set_name) for n in results.models}
         parts.append(f"## Bits per byte, {SET_TITLES.get(set_name, set_name)} (lower is better)\n")
         parts.append(markdown_table(scores))
         if set_name in plots:
@@ -325,25 +326,20 @@ def write_report(
     langs: list[str],
     plotted: list[str],
     title: str = "X-ELM run report",
-) -> dict:
+) -> Results:
     """`results.json`, `report.md`, `report.html` and `plots/` of the run; report.md is written
     last, so its presence means the report is complete."""
-    from xelm.results import collect
-
-    run_dir = run.root
-    scores = collect({m.name: run.scores(m.name) for m in models})
-    results = build_results(run, scores, models, langs, plotted)
-    plots_dir = run.plots
-    plots_dir.mkdir(exist_ok=True)
+    results = build_results(run, models, langs, plotted)
+    run.plots.mkdir(exist_ok=True)
     plots = {}
-    for set_name in results["sets"]:
-        plot_bits_per_byte(results, set_name, plots_dir / f"bits_per_byte_{set_name}.png")
+    for set_name in results.sets:
+        plot_bits_per_byte(results, set_name, run.plots / f"bits_per_byte_{set_name}.png")
         plots[set_name] = f"plots/bits_per_byte_{set_name}.png"
-    if "dense" in results["models"] and len(plotted) > 2:
-        plot_improvement(results, plots_dir / "improvement_over_dense.png")
+    if "dense" in results.models and len(plotted) > 2:
+        plot_improvement(results, run.plots / "improvement_over_dense.png")
         plots["improvement"] = "plots/improvement_over_dense.png"
-    atomic_write_text(run.results, json.dumps(results, indent=2) + "\n")
+    atomic_write_text(run.results, results.dumps())
     markdown = report_markdown(results, plots, title, routing_analysis(run, results))
-    atomic_write_text(run.report_html, markdown_to_html(markdown, run_dir, title))
+    atomic_write_text(run.report_html, markdown_to_html(markdown, run.root, title))
     atomic_write_text(run.report, markdown)
     return results

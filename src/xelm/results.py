@@ -1,13 +1,15 @@
-"""Per-language scores of many models: gathered from the evaluation files, and as tables."""
+"""Per-language scores of many models: the evaluation files, a run's `results.json`, tables."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, model_serializer, model_validator
 
 from xelm.ensemble.routers import RouterChoice
+from xelm.spec import Record
 
 
 @dataclass(frozen=True)
@@ -22,23 +24,90 @@ class EvalModel:
     router: RouterChoice | None = None
 
 
-def collect(files: dict[str, Path]) -> dict[str, dict]:
-    """{test set: {model: {lang: scores}}} from one `{test set: {lang: scores}}` file per model."""
-    sets: dict[str, dict] = {}
-    for model, path in files.items():
-        for set_name, scores in json.loads(Path(path).read_text()).items():
-            sets.setdefault(set_name, {})[model] = scores
-    return sets
+class LangScores(BaseModel):
+    """One model's score on one language of a test set (as `xelm.evaluate` writes it)."""
+
+    model_config = ConfigDict(extra="ignore")
+    documents: int
+    tokens: int
+    bytes: int
+    nll: float  # nats, summed over tokens
+    routed: list[int] | None = None  # routed ensembles: documents whose top expert is e
+    perplexity: float
+    bits_per_byte: float
 
 
-def mean_bits(scores: dict[str, dict]) -> float:
+Scores = dict[str, LangScores]  # per language
+
+
+def read_scores(path: str | Path) -> dict[str, Scores]:
+    """A model's evaluation file (`eval/<model>.json`): {test set: {lang: scores}}."""
+    return TypeAdapter(dict[str, Scores]).validate_json(Path(path).read_bytes())
+
+
+def bits(scores: Scores) -> dict[str, float]:
+    """Bits per byte by language."""
+    return {lang: s.bits_per_byte for lang, s in scores.items()}
+
+
+class Cost(BaseModel):
+    """What a model cost to train after the seed (the seed's own: its entry)."""
+
+    tokens: int
+    seconds: float
+    parallel_seconds: float | None = None  # experts: the longest one (one machine each)
+    experts: int | None = None
+    seed_tokens: int | None = None
+
+
+class ModelResults(BaseModel):
+    """One model in `results.json`: its kind, cost and scores on every test set. In the file each
+    test set is a key of the model's entry, beside `kind` and `cost`."""
+
+    kind: Literal["seed", "unigram", "dense", "x-elm", "merged"]
+    cost: Cost
+    allocation: str | None = None
+    router: str | None = None
+    scores: dict[str, Scores]  # by test set
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sets_are_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scores" not in data:
+            own = {"kind", "cost", "allocation", "router"}
+            sets = {k: v for k, v in data.items() if k not in own}
+            data = {**{k: v for k, v in data.items() if k in own}, "scores": sets}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _sets_as_keys(self, handler) -> dict[str, Any]:
+        out = handler(self)
+        return {**{k: v for k, v in out.items() if k != "scores"}, **out["scores"]}
+
+
+class Results(Record):
+    """`results.json`: every model × test set × language of a run, and training costs."""
+
+    FILE = "results.json"
+    train_langs: list[str]
+    sets: list[str]
+    plotted: list[str]  # the models the plots show (one router per allocation)
+    models: dict[str, ModelResults]
+
+    def bits(self, model: str, test_set: str) -> dict[str, float]:
+        return bits(self.models[model].scores[test_set])
+
+    def dumps(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
+
+
+def mean_bits(by_lang: dict[str, float]) -> float:
     """Mean over languages of bits per byte (every language counts the same)."""
-    values = [s["bits_per_byte"] for s in scores.values()]
-    return sum(values) / len(values)
+    return sum(by_lang.values()) / len(by_lang)
 
 
 def score_rows(
-    models: dict[str, dict],
+    models: dict[str, dict[str, float]],
     baseline: str | None = "dense",
     bold: tuple[str, str] = ("[bold]", "[/bold]"),
 ) -> tuple[list[str], dict[str, list[str]]]:
@@ -49,7 +118,7 @@ def score_rows(
     langs = list(dict.fromkeys(lang for scores in models.values() for lang in scores))
     columns: dict[str, list[str]] = {n: [] for n in names}
     for lang in langs:
-        values = {n: models[n][lang]["bits_per_byte"] for n in names if lang in models[n]}
+        values = {n: models[n][lang] for n in names if lang in models[n]}
         best = min(v for n, v in values.items() if n != "unigram")
         for n in names:
             cell = "" if n not in values else f"{values[n]:.3f}"
@@ -62,12 +131,12 @@ def score_rows(
         base = models[baseline]
         for n in names:
             common = [lang for lang in base if lang in models[n]]
-            won = sum(models[n][x]["bits_per_byte"] < base[x]["bits_per_byte"] for x in common)
+            won = sum(models[n][x] < base[x] for x in common)
             columns[n].append("" if n == baseline else f"{won}/{len(common)}")
     return rows, columns
 
 
-def markdown_table(models: dict[str, dict], baseline: str | None = "dense") -> str:
+def markdown_table(models: dict[str, dict[str, float]], baseline: str | None = "dense") -> str:
     """`score_rows` as a Markdown table (languages as rows, models as columns)."""
     rows, columns = score_rows(models, baseline, bold=("**", "**"))
     names = list(columns)

@@ -19,7 +19,7 @@ from xelm.errors import XelmError
 from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text
 from xelm.report import SET_TITLES, _plt
-from xelm.results import mean_bits
+from xelm.results import mean_bits, read_scores
 
 
 def sweep_config(
@@ -62,10 +62,15 @@ def collect_sweep(cfg: RunConfig, ks: list[int], methods: list[str], router: Rou
         per_set: dict[str, dict] = {}
         for k in out["k"]:
             name = "dense" if k == 1 else f"{method}-k{k}/{router.name}"
-            for set_name, scores in json.loads(run.scores(name).read_text()).items():
-                per_set.setdefault(set_name, {})[k] = scores
+            for set_name, scores in read_scores(run.scores(name)).items():
+                by_lang = {lang: s.model_dump(exclude_none=True) for lang, s in scores.items()}
+                per_set.setdefault(set_name, {})[k] = by_lang
         out["methods"][method] = per_set
     return out
+
+
+def _bits(scores: dict[str, dict]) -> dict[str, float]:
+    return {lang: s["bits_per_byte"] for lang, s in scores.items()}
 
 
 def plot_sweep(sweep: dict, path: Path) -> None:
@@ -82,7 +87,7 @@ def plot_sweep(sweep: dict, path: Path) -> None:
             by_k = per_set[set_name]
             top.plot(
                 ks,
-                [mean_bits(by_k[k]) for k in ks],
+                [mean_bits(_bits(by_k[k])) for k in ks],
                 "o-",
                 color=colors.get(method),
                 label=method,
@@ -137,7 +142,7 @@ def sweep_markdown(sweep: dict) -> str:
                     else None
                 )
                 cells.append(
-                    f"{mean_bits(by_k[k]):.3f}"
+                    f"{mean_bits(_bits(by_k[k])):.3f}"
                     + (f" ({won}/{len(by_k[k])})" if won is not None else "")
                 )
             lines.append(f"| {k} | " + " | ".join(cells) + " |")

@@ -12,20 +12,21 @@ allocation/
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import normalized_mutual_info_score
 
 from xelm.corpus import Document, unit_hash
 from xelm.errors import XelmError
+from xelm.spec import Record
 
 FORMAT = "xelm-allocation/1"
 CLUSTERS_JSON = "clusters.json"
@@ -113,56 +114,102 @@ def _ratio(sizes: np.ndarray) -> float | None:
     return None if sizes.min() == 0 else round(float(sizes.max() / sizes.min()), 4)
 
 
+class LanguageCount(BaseModel):
+    documents: int
+    bytes: int
+
+
+class Cluster(BaseModel):
+    id: int
+    languages: dict[str, LanguageCount]  # by documents, most first
+    documents: int
+    bytes: int
+
+
+class Quality(BaseModel):
+    split: str
+    documents: int
+    balance_documents: float | None  # largest/smallest cluster; None: a cluster is empty
+    balance_bytes: float | None
+    purity: float
+    nmi: float  # normalised mutual information with the language labels
+
+
+class AllocationSettings(BaseModel):
+    """What the allocation was made from (and the method's own settings, kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    corpus: str
+    languages: list[str]
+
+
+class AllocationRecord(Record):
+    """`clusters.json`: an allocation's clusters, quality and settings (every method)."""
+
+    FILE = CLUSTERS_JSON
+    format: Literal["xelm-allocation/1"]
+    method: str
+    k: int
+    settings: AllocationSettings
+    quality: Quality
+    clusters: list[Cluster]
+    language_to_cluster: dict[str, int] | None = None  # typology: each language's cluster
+    tree: dict[str, Any] | None = None  # typology: the merge tree HMR follows
+
+    def dumps(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=True) + "\n"
+
+
 def write_allocation(
     folder: Path, method: str, k: int, a: Assignments, settings: dict, extra: dict[str, Any]
-) -> dict:
+) -> AllocationRecord:
     """Write clusters.json and assignments.parquet into `folder` (a temp dir being built)."""
     clusters, quality = summarize(a, k)
     pq.write_table(a.table(), folder / ASSIGNMENTS, compression="zstd")
-    info = {
-        "format": FORMAT,
-        "method": method,
-        "k": k,
-        "settings": settings,
-        "quality": quality,
-        "clusters": clusters,
+    record = AllocationRecord(
+        format=FORMAT,
+        method=method,
+        k=k,
+        settings=settings,
+        quality=quality,
+        clusters=clusters,
         **extra,
-    }
-    (folder / CLUSTERS_JSON).write_text(
-        json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    return info
+    record.write(folder)
+    return record
 
 
 class Allocation:
-    """A finished allocation folder."""
+    """A finished allocation folder: its record and its per-document assignments."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        f = self.path / CLUSTERS_JSON
-        if not f.exists():
+        if not (self.path / CLUSTERS_JSON).exists():
             raise XelmError(
                 f"{self.path}: not an allocation (no {CLUSTERS_JSON}); "
                 "build one with `xelm allocate tfidf|typology`"
             )
-        try:
-            self.info: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise XelmError(f"{f}: invalid JSON ({e.msg}, line {e.lineno})") from None
-        if self.info.get("format") != FORMAT:
-            raise XelmError(f"{f}: unknown format {self.info.get('format')!r} (want {FORMAT})")
+        self.record = AllocationRecord.read(self.path)
 
     @property
     def method(self) -> str:
-        return self.info["method"]
+        return self.record.method
 
     @property
     def k(self) -> int:
-        return int(self.info["k"])
+        return self.record.k
 
     @property
-    def clusters(self) -> list[dict]:
-        return self.info["clusters"]
+    def clusters(self) -> list[Cluster]:
+        return self.record.clusters
+
+    @property
+    def corpus(self) -> str:
+        return self.record.settings.corpus
+
+    @property
+    def languages(self) -> list[str]:
+        return self.record.settings.languages
 
     @property
     def router_dir(self) -> Path:
@@ -178,17 +225,14 @@ class Allocation:
         return table
 
 
-def groups_summary(info: dict, min_share: float = 0.1) -> list[str]:
+def groups_summary(record: AllocationRecord, min_share: float = 0.1) -> list[str]:
     """One line per cluster: the languages holding at least `min_share` of its documents."""
     lines = []
-    for c in info["clusters"]:
-        total = max(1, c["documents"])
-        parts = [
-            f"{lang} {v['documents'] / total:.0%}"
-            for lang, v in c["languages"].items()
-            if v["documents"] / total >= min_share
-        ]
-        rest = sum(1 for v in c["languages"].values() if v["documents"] / total < min_share)
+    for c in record.clusters:
+        total = max(1, c.documents)
+        shares = {lang: v.documents / total for lang, v in c.languages.items()}
+        parts = [f"{lang} {share:.0%}" for lang, share in shares.items() if share >= min_share]
+        rest = sum(1 for share in shares.values() if share < min_share)
         tail = f" (+{rest} more)" if rest else ""
-        lines.append(f"cluster {c['id']}: {', '.join(parts) or '—'}{tail}")
+        lines.append(f"cluster {c.id}: {', '.join(parts) or '—'}{tail}")
     return lines

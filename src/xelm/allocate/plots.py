@@ -10,24 +10,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_cluster_sizes(info: dict, path: Path) -> None:
-    """Stacked bars: training documents per cluster, split by language."""
-    clusters = info["clusters"]
-    langs = info["settings"]["languages"]
+def plot_cluster_sizes(record, path: Path) -> None:
+    """Stacked bars: training documents per cluster, split by language (`record`: an
+    `AllocationRecord`)."""
+    clusters = record.clusters
+    langs = record.settings.languages
     colors = plt.get_cmap("tab20")
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(clusters) + 1.6))
     left = [0] * len(clusters)
     for i, lang in enumerate(langs):
-        widths = [c["languages"].get(lang, {}).get("documents", 0) for c in clusters]
+        widths = [c.languages[lang].documents if lang in c.languages else 0 for c in clusters]
         ax.barh(range(len(clusters)), widths, left=left, color=colors(i % 20), label=lang)
         left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.set_yticks(range(len(clusters)), [f"cluster {c['id']}" for c in clusters])
+    ax.set_yticks(range(len(clusters)), [f"cluster {c.id}" for c in clusters])
     ax.invert_yaxis()
-    q = info["quality"]
+    q = record.quality
     ax.set_xlabel("training documents")
     ax.set_title(
-        f"{info['method']} k={info['k']}: balance {q['balance_documents']} (docs), "
-        f"{q['balance_bytes']} (bytes), NMI {q['nmi']}",
+        f"{record.method} k={record.k}: balance {q.balance_documents} (docs), "
+        f"{q.balance_bytes} (bytes), NMI {q.nmi}",
         fontsize=10,
     )
     ax.legend(ncol=min(8, len(langs)), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))

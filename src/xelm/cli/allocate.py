@@ -20,7 +20,7 @@ CorpusOpt = Annotated[Path, typer.Option(help="Corpus folder (its training langu
 OutOpt = Annotated[Path, typer.Option(help="Allocation folder to write.")]
 
 
-def print_allocation(info: dict, path: Path) -> None:
+def print_allocation(info, path: Path) -> None:
     from xelm.allocate.allocation import groups_summary
 
     for part in allocation_tables(console, info, str(path)):
@@ -101,4 +101,4 @@ def allocate_show(path: Annotated[Path, typer.Argument(help="Allocation folder."
     """Language × cluster table and quality figures of an allocation."""
     from xelm.allocate.allocation import Allocation
 
-    print_allocation(Allocation(path).info, path)
+    print_allocation(Allocation(path).record, path)

@@ -73,7 +73,8 @@ def eval_ppl(
     results = _score(named, corpus, value(router or []), how)
     if unigram:
         results["unigram"] = unigram_baseline(named[0][1], corpus, split, how["langs"], max_docs)
-    for table in score_tables(console, results, f"bits/byte, {corpus} ({split})", None):
+    by_model = {n: {lang: s["bits_per_byte"] for lang, s in r.items()} for n, r in results.items()}
+    for table in score_tables(console, by_model, f"bits/byte, {corpus} ({split})", None):
         console.print(table)
     if out:
         record = {"corpus": str(corpus), "split": split, "models": results}

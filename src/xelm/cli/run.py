@@ -32,8 +32,8 @@ def run_cmd(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None) -> None:
     )
     if done.results is None:
         return
-    for set_name in done.results["sets"]:
-        scores = {n: m[set_name] for n, m in done.results["models"].items()}
+    for set_name in done.results.sets:
+        scores = {n: done.results.bits(n, set_name) for n in done.results.models}
         title = f"bits/byte, {SET_TITLES.get(set_name, set_name)} (lower is better)"
         for table in score_tables(console, scores, title):
             console.print(table)

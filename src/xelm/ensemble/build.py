@@ -39,9 +39,9 @@ def language_to_cluster(allocation) -> dict[str, int]:
     """Each language → the cluster holding most of its training documents."""
     best: dict[str, tuple[int, int]] = {}
     for c in allocation.clusters:
-        for lang, stats in c["languages"].items():
-            if stats["documents"] > best.get(lang, (-1, -1))[1]:
-                best[lang] = (c["id"], stats["documents"])
+        for lang, stats in c.languages.items():
+            if stats.documents > best.get(lang, (-1, -1))[1]:
+                best[lang] = (c.id, stats.documents)
     return {lang: cluster for lang, (cluster, _) in best.items()}
 
 

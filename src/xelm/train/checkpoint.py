@@ -10,6 +10,7 @@ that changes the result is refused.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any
 from xelm.errors import XelmError
 from xelm.spec import validate
 from xelm.train.config import TrainConfig
+
+# Tied input/output embeddings are saved once (safetensors cannot hold shared tensors) and come
+# back through the tie on load; accelerate warns about it at every checkpoint.
+logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
 
 CONFIG = "train_config.json"
 COMPLETE = "COMPLETE"
