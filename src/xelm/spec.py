@@ -93,11 +93,14 @@ def tagged_union(*members: type[Spec], by: str = "method") -> Any:
 
 
 def describe(cls: type[Spec], name: str) -> str:
-    """A field's help line: its docstring and its default."""
+    """A field's help line: its docstring, and its default unless the docstring gives it."""
     info = cls.model_fields[name]
+    text = " ".join((info.description or name.replace("_", " ")).split())
+    text = text[:1].upper() + text[1:]
+    if "default" in text:
+        return text
     default = info.get_default(call_default_factory=True)
-    shown = "none" if default is None else default
-    return f"{info.description or ''} (default: {shown})".strip()
+    return f"{text} (default: {'none' if default is None else default})"
 
 
 def _format_errors(source: str, err: ValidationError) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from joblib import Parallel, delayed
 from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.decomposition import TruncatedSVD
@@ -225,11 +226,18 @@ def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
     jobs = Parallel(n_jobs=workers, return_as="generator", pre_dispatch="2*n_jobs")
     batches = batched(texts(), spec.batch_size)
     row = 0
-    with _bar(progress, len(emb), "embedding documents") as advance:
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True, disable=not progress) as bar:
+        task = bar.add_task("embedding documents", total=len(emb))
         for vectors in jobs(delayed(_embed_batch)(str(state_dir), b) for b in batches):
             emb[row : row + len(vectors)] = vectors
             row += len(vectors)
-            advance(len(vectors))
+            bar.advance(task, len(vectors))
     if row != len(emb):
         raise XelmError(f"{corpus.path}: manifest counts {len(emb)} documents, found {row}")
     return a
@@ -295,30 +303,3 @@ class TfidfClusters:
 
 
 CENTROIDS_TENSORS = "centroids.safetensors"
-
-
-class _bar:
-    """A rich progress bar as a context manager yielding `advance(n)` (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self.progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.progress.__enter__()
-        task = self.progress.add_task(self.label, total=self.total)
-        return lambda n: self.progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
