@@ -15,7 +15,6 @@ Needs the demo run (`xelm run configs/demo.yaml`): its seed and its TF-IDF k=4 a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -56,15 +55,13 @@ def run(name: str, args, out: Path) -> dict:
     wall = time.perf_counter() - t
     if res.returncode != 0:
         sys.exit(f"{name} failed:\n{res.stderr[-2000:]}")
-    infos = [
-        json.loads((p / "xelm_expert.json").read_text())
-        for p in sorted(out.glob("expert_*"))
-        if p.is_dir()
-    ]
+    from xelm.experts import ExpertRecord, expert_folders
+
+    infos = [ExpertRecord.read(p) for p in expert_folders(out)]
     return {
         "wall": wall,
-        "tokens": sum(i["tokens"] for i in infos),
-        "train_seconds": sum(i["seconds"] for i in infos),
+        "tokens": sum(i.tokens for i in infos),
+        "train_seconds": sum(i.seconds for i in infos),
         "experts": len(infos),
     }
 

@@ -280,3 +280,68 @@ def test_a_corpus_without_training_documents_is_a_clear_error(tmp_path):
     for spec in (TfidfAllocationSpec(k=2), TypologySpec(k=2)):
         with pytest.raises(XelmError, match="no training documents"):
             allocate(tmp_path / "c", tmp_path / "out", spec)
+
+
+def test_cosine_distance_is_the_papers_own_norms_by_default():
+    """Dot product over the shared dimensions, each norm over that language's own dimensions."""
+    from xelm.allocate.typology import cosine_distances
+
+    nan = float("nan")
+    v = np.array([[1.0, 0.0, nan, 1.0], [1.0, 1.0, 1.0, nan]])
+    # shared dims 0 and 1: dot 1; |a| over its dims 0, 1, 3 = √2, |b| over 0, 1, 2 = √3
+    assert cosine_distances(v, ["a", "b"])[0, 1] == pytest.approx(1 - 1 / np.sqrt(6))
+    # both norms over the shared dims only: |a| = 1, |b| = √2
+    assert cosine_distances(v, ["a", "b"], "shared")[0, 1] == pytest.approx(1 - 1 / np.sqrt(2))
+
+
+PAPER_LANGS = [
+    "ar",
+    "bg",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fr",
+    "hi",
+    "ja",
+    "ko",
+    "ru",
+    "sw",
+    "tr",
+    "ur",
+    "vi",
+    "zh",
+]
+
+
+@pytest.mark.parametrize(
+    ("k", "groups"),
+    [
+        (4, ["en es bg ru", "ar fr de el", "ja ko tr zh", "hi ur sw vi"]),
+        (8, ["en es", "de el", "ja ko", "hi ur", "bg ru", "ar fr", "tr zh", "sw vi"]),
+    ],
+)
+def test_greedy_pairing_finds_the_papers_groups_on_its_languages(k, groups):
+    """The X-ELM paper's 16 mC4 languages and its typological groups at k=4 and k=8. With
+    Levantine Arabic's URIEL vector for `ar` (URIEL has no `ara`), the paper's distance and
+    rounds of greedy pairing give exactly its groups; with norms over the shared dimensions
+    they do not."""
+    from xelm.allocate.typology import cosine_distances, uriel_vectors
+
+    spec = TypologySpec(uriel_codes={"ar": "apc"})
+    vectors = uriel_vectors(PAPER_LANGS, spec)
+
+    def clusters(norms: str) -> list[list[str]]:
+        tree = greedy_pairing(cosine_distances(vectors, PAPER_LANGS, norms), 1)
+        return sorted(sorted(PAPER_LANGS[i] for i in g) for g in tree.clusters(k))
+
+    assert clusters("own") == sorted(sorted(g.split()) for g in groups)
+    assert clusters("shared") != sorted(sorted(g.split()) for g in groups)
+
+
+def test_macrolanguages_use_the_individual_language_uriel_knows():
+    from xelm.allocate.typology import uriel_code
+
+    assert uriel_code("ar", TypologySpec()) == "arb" and uriel_code("sw", TypologySpec()) == "swh"
+    assert uriel_code("ar", TypologySpec(uriel_codes={"ar": "apc"})) == "apc"
+    assert uriel_code("de", TypologySpec()) == "deu"

@@ -69,3 +69,39 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
     ]
     assert results["models"]["seed"]["cost"] == {"tokens": 0, "seconds": 0}
     assert run(cfg, log=lambda _: None).stages == dict.fromkeys(status, "skipped")
+
+
+def test_a_run_directory_has_one_writer_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from xelm.errors import XelmError
+    from xelm.paths import exclusive
+
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom xelm.paths import exclusive\n"
+            f"with exclusive({str(run_dir)!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = load_config(CONFIGS / "tiny.yaml", [f"run_dir={run_dir}"])
+        with pytest.raises(XelmError, match=f"in use by process {holder.pid} "):
+            run(cfg, log=lambda _: None)
+        assert sorted(p.name for p in run_dir.iterdir()) == [".xelm.lock", ".xelm.lock.owner"]
+    finally:
+        holder.kill()  # no chance to release: the OS drops its lock with it
+        holder.wait()
+    with exclusive(run_dir):
+        assert (run_dir / ".xelm.lock.owner").read_text().startswith(f"process {os.getpid()} ")

@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from xelm.errors import XelmError
-from xelm.experts import ExpertJob, train_expert, write_job
+from xelm.experts import ExpertJob, ExpertRecord, train_expert, write_job
 from xelm.monitor import ExpertsView
 from xelm.spec import Spec, no_effect, one_of
 
@@ -65,7 +65,7 @@ class LaunchSpec(Spec):
 class Outcome:
     job: ExpertJob
     status: Literal["trained", "skipped", "failed", "done"]  # done: found finished, not launched
-    info: dict | None = None
+    info: ExpertRecord | None = None  # the finished expert's record
     error: str | None = None
 
 

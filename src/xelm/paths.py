@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,32 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path, what: str = "run directory") -> Iterator[None]:
+    """Hold `folder`'s lock for the block: a second writer gets a one-line error naming the
+    holder's pid. The lock is the OS's (filelock on flock), so it dies with its process: a run
+    that was killed leaves nothing to clean up."""
+    from filelock import FileLock, Timeout
+
+    from xelm.errors import XelmError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    owner = folder / ".xelm.lock.owner"
+    lock = FileLock(folder / ".xelm.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = owner.read_text().strip() if owner.exists() else "another process"
+        raise XelmError(
+            f"{folder}: this {what} is in use by {holder}; wait for it to finish "
+            "or use another one (--out)"
+        ) from None
+    try:
+        owner.write_text(f"process {os.getpid()} ({' '.join(sys.argv[:3])})\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()

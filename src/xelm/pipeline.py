@@ -23,7 +23,7 @@ from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.experts import expert_folders, plan_experts, train_dense
 from xelm.launch import launch
 from xelm.layout import RunLayout
-from xelm.paths import atomic_write_text
+from xelm.paths import atomic_write_text, exclusive
 from xelm.report import write_report
 from xelm.results import EvalModel, Results
 from xelm.spec import fingerprint
@@ -348,25 +348,27 @@ def run(cfg: RunConfig, log: Log = print, report: bool = True) -> RunSummary:
     interrupted stage with the same key resumes from what it left (seed and expert checkpoints,
     finished experts), while one started with other settings is cleared first."""
     layout = RunLayout(cfg.run_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    if report:
-        dump_config(cfg, layout.config)
-    status = {}
-    for stage in stages(cfg, log, report):
-        folder = stage.folder
-        if is_done(folder, stage.key):
-            log(f"{stage.name}: up to date ({folder})")
-            status[stage.name] = "skipped"
-            continue
-        stamp = _stamp_path(folder)
-        started = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
-        if started != stage.key:
-            _clear(folder)
-        log(f"{stage.name}: building {folder}")
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(stamp, json.dumps({"key": stage.key, "done": False}) + "\n")
-        stage.build(folder)
-        atomic_write_text(stamp, json.dumps({"key": stage.key, "done": True}) + "\n")
-        status[stage.name] = "built"
+    with exclusive(layout.root):  # one writer per run directory
+        if report:
+            dump_config(cfg, layout.config)
+        status = {stage.name: _build(stage, log) for stage in stages(cfg, log, report)}
     results = Results.read(layout.root) if report else None
     return RunSummary(status, results)
+
+
+def _build(stage: Stage, log: Log) -> str:
+    """Build one stage unless it is done; 'built' or 'skipped'."""
+    folder = stage.folder
+    if is_done(folder, stage.key):
+        log(f"{stage.name}: up to date ({folder})")
+        return "skipped"
+    stamp = _stamp_path(folder)
+    started = json.loads(stamp.read_text()).get("key") if stamp.exists() else None
+    if started != stage.key:
+        _clear(folder)
+    log(f"{stage.name}: building {folder}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps({"key": stage.key, "done": False}) + "\n")
+    stage.build(folder)
+    atomic_write_text(stamp, json.dumps({"key": stage.key, "done": True}) + "\n")
+    return "built"

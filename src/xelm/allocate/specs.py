@@ -75,6 +75,11 @@ class TypologySpec(Spec):
     """drop dimensions that are constant or missing across these languages (the paper's)"""
     min_features: int = Field(10, ge=1)
     """known URIEL dimensions a language needs"""
+    uriel_codes: dict[str, str] = {}
+    """URIEL (ISO 639-3) code of a language where the default does not suit, e.g. {ar: apc}"""
+    norms: Literal["own", "shared"] = "own"
+    """cosine norms over each language's own known dimensions (the paper's code) or over the
+    dimensions the pair shares"""
     max_size_factor: float | None = Field(None, ge=1)
     """while merging, no cluster above F × (total bytes / k) (none: no cap)"""
 

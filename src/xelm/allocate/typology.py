@@ -1,8 +1,10 @@
 """Typological clustering of languages (X-ELM): URIEL vectors and rounds of greedy pairing.
 
 Each training language is a URIEL vector (`lang2vec`, default `syntax_average`, `minimal=True`
-as in the paper's code). Distances are cosine distances over the dimensions present in *both*
-vectors (URIEL's `--` entries are skipped, never filled). Clusters are built in rounds: in each
+as in the paper's code). Distances are the paper's cosine distances: the dot product over the
+dimensions present in *both* vectors, each norm over all the dimensions that language has
+(URIEL's `--` entries are skipped, never filled; `norms="shared"` takes both norms over the shared
+dimensions instead). Clusters are built in rounds: in each
 round the closest pair of clusters (single linkage: the minimum distance between their member
 languages) is merged, then the closest pair among the rest, and so on until every cluster has
 been paired, so 16 languages become 8, then 4, 2 and 1. The merges form the binary tree that HMR
@@ -49,16 +51,29 @@ def _lang2vec():
     return l2v
 
 
+# URIEL files some macrolanguages under one of their individual languages only
+URIEL_INDIVIDUAL = {"ara": "arb", "swa": "swh", "fas": "pes", "msa": "zsm"}
+
+
+def uriel_code(lang: str, spec: TypologySpec) -> str:
+    """The URIEL (ISO 639-3) code of a BCP-47 tag: the spec's own choice, else the tag's code,
+    with a macrolanguage URIEL lacks taken as its main individual language (ar → arb)."""
+    if lang in spec.uriel_codes:
+        return spec.uriel_codes[lang]
+    code = iso639_3(lang)
+    return URIEL_INDIVIDUAL.get(code, code)
+
+
 def uriel_vectors(langs: list[str], spec: TypologySpec | None = None) -> np.ndarray:
     """(n_langs, dims) URIEL features with NaN where URIEL has no value."""
     spec = spec or TypologySpec()
     l2v = _lang2vec()
-    codes = {lang: iso639_3(lang) for lang in langs}
+    codes = {lang: uriel_code(lang, spec) for lang in langs}
     unknown = [f"{lang} ({code})" for lang, code in codes.items() if code not in l2v.LANGUAGES]
     if unknown:
         raise XelmError(
             f"not in URIEL (lang2vec): {', '.join(unknown)}; drop them from the training "
-            "languages or use `xelm allocate tfidf`"
+            "languages, name their URIEL code in uriel_codes, or use `xelm allocate tfidf`"
         )
     sets = spec.features.split("+")
     bad = [s for s in sets if s not in l2v.available_feature_sets() or s == "learned"]
@@ -90,15 +105,19 @@ def uriel_vectors(langs: list[str], spec: TypologySpec | None = None) -> np.ndar
     return vectors
 
 
-def cosine_distances(vectors: np.ndarray, langs: list[str]) -> np.ndarray:
-    """Pairwise cosine distance over the dimensions known in both vectors.
+def cosine_distances(vectors: np.ndarray, langs: list[str], norms: str = "own") -> np.ndarray:
+    """Pairwise cosine distance of URIEL vectors with missing values (NaN).
 
-    A pair sharing no known dimension is an error (no silent NaN); a vector that is all zero on
-    the shared dimensions is at distance 1 (no direction in common).
+    The dot product always runs over the dimensions both languages know. `norms="own"` (the
+    paper's code, `lang_clustering.py`): each norm runs over all the dimensions *that* language
+    knows, so a pair that shares few known dimensions is far apart. `norms="shared"`: both norms
+    run over the shared dimensions only (a plain cosine of the two restricted vectors), which
+    ignores how much of each vector the pair has in common. A pair sharing no known dimension is
+    an error (no silent NaN); a vector with no direction in common is at distance 1.
     """
     n = len(vectors)
     known = ~np.isnan(vectors)
-    filled = np.nan_to_num(vectors)
+    filled = np.nan_to_num(vectors)  # unknown dimensions add nothing to a dot product or a norm
     out = np.zeros((n, n))
     for i in range(n):
         for j in range(i + 1, n):
@@ -108,9 +127,9 @@ def cosine_distances(vectors: np.ndarray, langs: list[str]) -> np.ndarray:
                     f"URIEL vectors of {langs[i]} and {langs[j]} share no known dimension; "
                     "use --features syntax_knn"
                 )
-            a, b = filled[i, m], filled[j, m]
+            a, b = (filled[i, m], filled[j, m]) if norms == "shared" else (filled[i], filled[j])
             norm = np.linalg.norm(a) * np.linalg.norm(b)
-            out[i, j] = out[j, i] = 1.0 - float(a @ b) / norm if norm > 0 else 1.0
+            out[i, j] = out[j, i] = 1.0 - float(filled[i, m] @ filled[j, m]) / norm if norm else 1.0
     return out
 
 
@@ -257,7 +276,7 @@ def allocate_typology(
     corpus = Corpus(corpus_dir)
     langs = _check_languages(corpus, spec.k)
     vectors = uriel_vectors(langs, spec)
-    dist = cosine_distances(vectors, langs)
+    dist = cosine_distances(vectors, langs, spec.norms)
     sizes = [corpus.stats(lang, "train")["bytes"] for lang in langs]
     tree = greedy_pairing(dist, spec.k, sizes, spec.max_size_factor)
     lang_to_cluster = {langs[i]: c for c, group in enumerate(tree.clusters(spec.k)) for i in group}
@@ -274,6 +293,7 @@ def allocate_typology(
             "minimal": spec.minimal,
             "min_features": spec.min_features,
             "max_size_factor": spec.max_size_factor,
+            "norms": spec.norms,
         }
         info = write_allocation(tmp, "typology", spec.k, a, settings, extra)
         (tmp / ROUTER_DIR).mkdir()
