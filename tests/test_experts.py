@@ -6,6 +6,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
+from xelm.allocate.allocation import Allocation
 from xelm.config import TrainConfig
 from xelm.errors import XelmError
 from xelm.experts import BranchSpec, ExpertRecord, plan_experts, train_dense, train_experts
@@ -58,7 +59,7 @@ def test_dense_and_experts_consume_the_same_tokens(branch_setup):
     root, seed, alloc = branch_setup
     T = 8 * 4 * 32
     experts = train_experts(seed, alloc, root / "exp", branch(T, "even", "batch"), progress=False)
-    corpus = json.loads((alloc / "clusters.json").read_text())["settings"]["corpus"]
+    corpus = Allocation(alloc).corpus
     dense = train_dense(seed, corpus, root / "dense", branch(T), progress=False)
     assert sum(e.tokens for e in experts) == dense.tokens == T
     # a re-run trains nothing: finished experts are skipped

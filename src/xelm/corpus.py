@@ -9,7 +9,6 @@ in every language, and re-building the corpus never moves a document between spl
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import time
@@ -38,6 +37,14 @@ class Document:
     id: str
     lang: str
     text: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def unit_hash(key: str) -> float:
@@ -118,37 +125,70 @@ def _record_to_doc(rec: Any, opts: SourceOptions, where: str, default_lang: str 
     return Document(doc_id, normalize_lang(lang, where=f"{where}: field {opts.lang_field!r}"), text)
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    raw = path.open("rb")
-    if path.suffix == ".zst":
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    if path.suffix == ".gz":
-        import gzip
+def _zstd_chunks(raw, path: Path) -> Iterator[bytes]:
+    """Decompressed bytes of a .zst file, frame after frame; a truncated last frame is an
+    error (zstandard's stream reader would end it silently)."""
+    d = zstandard.ZstdDecompressor().decompressobj()
+    while chunk := raw.read(1 << 20):
+        out = d.decompress(chunk)
+        while d.eof and d.unused_data:  # several frames back to back
+            rest = d.unused_data
+            d = zstandard.ZstdDecompressor().decompressobj()
+            out += d.decompress(rest)
+        yield out
+    if not d.eof:
+        raise EOFError("the last zstd frame ends early")
 
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw  # type: ignore[return-value]
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as raw:
+        if path.suffix == ".zst":
+            yield from _zstd_chunks(raw, path)
+            return
+        f = raw
+        if path.suffix == ".gz":
+            import gzip
+
+            f = gzip.GzipFile(fileobj=raw, mode="rb")
+        while chunk := f.read(1 << 20):
+            yield chunk
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a plain, .gz or .zst file; a corrupt or truncated one is an error naming it."""
+    import gzip
+
+    buffer = b""
+    try:
+        for chunk in _chunks(path):
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            yield from lines
+    except (zstandard.ZstdError, gzip.BadGzipFile, EOFError, OSError) as e:
+        raise XelmError(
+            f"{path}: corrupt or truncated {path.suffix.lstrip('.') or 'text'} file "
+            f"({e}); download or compress it again"
+        ) from None
+    if buffer:
+        yield buffer
 
 
 def read_jsonl(path: Path, opts: SourceOptions) -> Iterator[Document]:
     """JSONL (plain, .gz or .zst), one document per line; errors name file and line."""
     n = 0
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise XelmError(
-                    f"{where}: invalid UTF-8 ({e.reason}); re-encode the file"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise XelmError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            n += 1
-            yield _record_to_doc(rec, opts, where, opts.lang)
+    for lineno, raw in enumerate(read_lines(path), 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise XelmError(f"{where}: invalid UTF-8 ({e.reason}); re-encode the file") from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise XelmError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        n += 1
+        yield _record_to_doc(rec, opts, where, opts.lang)
     if n == 0:
         raise XelmError(f"{path}: empty file (no JSON records)")
 
@@ -298,6 +338,7 @@ class CorpusWriter:
         self._hashes: dict[str, set[bytes]] = defaultdict(set)
         self.counts: dict[str, dict[str, Any]] = {}
         self.duplicates = 0
+        self._shards: dict[str, dict[str, Any]] = {}  # what each shard is: checked on reading
 
     def __enter__(self) -> CorpusWriter:
         self._ctx = atomic_dir(self.out)
@@ -321,6 +362,9 @@ class CorpusWriter:
         raw, zw = self._files.pop(lang)
         zw.close()
         raw.close()
+        path = Path(raw.name)
+        name = f"{lang}/{path.name}"
+        self._shards[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
 
     def write(self, doc: Document) -> bool:
         """Write one document (text in Unicode NFC); returns False for an exact duplicate.
@@ -356,34 +400,35 @@ class CorpusWriter:
         return sum(self.write(d) for d in docs)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        for lang in list(self._files):
-            self._close_lang(lang)
-        assert self._ctx is not None
-        if exc_type is None:
-            if not self.counts:
-                err = XelmError(f"{self.out}: no documents to write (the input is empty)")
-                self._ctx.__exit__(XelmError, err, None)  # discards the temporary folder
-                raise err
-            assert self._tmp is not None
-            manifest = {
-                "format": FORMAT,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "split_fractions": {
-                    "validation": self.splits.validation_fraction,
-                    "test": self.splits.test_fraction,
-                },
-                "unicode_normalization": "NFC",
-                "languages": dict(sorted(self.counts.items())),
-                "duplicates_dropped": self.duplicates,
-                "sources": self.sources,
-                **self.extra,
-            }
-            (self._tmp / MANIFEST).write_text(
-                json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-            )
-            self._ctx.__exit__(None, None, None)
-        else:
-            self._ctx.__exit__(exc_type, exc, tb)
+        assert self._ctx is not None and self._tmp is not None
+        try:
+            for lang in list(self._files):
+                self._close_lang(lang)
+            if exc_type is None:
+                if not self.counts:
+                    raise XelmError(f"{self.out}: no documents to write (the input is empty)")
+                text = json.dumps(self._manifest(), indent=2, ensure_ascii=False) + "\n"
+                (self._tmp / MANIFEST).write_text(text, encoding="utf-8")
+        except BaseException as e:  # e.g. the disk filled up while closing a shard
+            self._ctx.__exit__(type(e), e, e.__traceback__)  # discards the temporary folder
+            raise
+        self._ctx.__exit__(exc_type, exc, tb)
+
+    def _manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "split_fractions": {
+                "validation": self.splits.validation_fraction,
+                "test": self.splits.test_fraction,
+            },
+            "unicode_normalization": "NFC",
+            "languages": dict(sorted(self.counts.items())),
+            "duplicates_dropped": self.duplicates,
+            "shards": dict(sorted(self._shards.items())),
+            "sources": self.sources,
+            **self.extra,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,10 +450,28 @@ class Corpus:
             self.manifest: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise XelmError(f"{manifest}: invalid JSON ({e.msg}, line {e.lineno})") from None
+        self._check_shards()
         fr = self.manifest.get("split_fractions", {})
         self.splits = SplitFractions(
             validation_fraction=fr.get("validation", 0.05), test_fraction=fr.get("test", 0.05)
         )
+
+    def _check_shards(self) -> None:
+        """Each language folder and shard is there, whole: its size as written (a cheap check
+        at every open; the token cache is keyed on the manifest, which holds each shard's hash)."""
+        shards = self.manifest.get("shards", {})
+        for lang in self.manifest.get("languages", {}) if shards else []:
+            if not (self.path / lang).is_dir():
+                raise XelmError(f"{self.path / lang}: language folder missing; rebuild the corpus")
+        for name, meta in shards.items():
+            path = self.path / name
+            size = path.stat().st_size if path.exists() else None
+            if size != meta["bytes"]:
+                found = "it is missing" if size is None else f"it has {size:,} bytes"
+                raise XelmError(
+                    f"{path}: corpus shard changed since it was written ("
+                    f"{meta['bytes']:,} bytes then, {found} now); rebuild the corpus"
+                )
 
     @property
     def langs(self) -> list[str]:

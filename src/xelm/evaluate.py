@@ -228,8 +228,10 @@ def evaluate_model(
     """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
     causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`)."""
     from xelm.models import check_vocab, load_model
+    from xelm.paths import hf_ref
     from xelm.tokenizer import load_tokenizer
 
+    hf_ref(model_path)  # a missing folder is an error, not a hub look-up
     if is_ensemble(model_path):
         from xelm.ensemble import XELMForCausalLM
 

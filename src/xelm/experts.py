@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from xelm.errors import XelmError
+from xelm.paths import relative_to
 from xelm.spec import Record, Spec, load_spec
 from xelm.train import TrainConfig, TrainRecord
 
@@ -58,9 +59,9 @@ class ExpertRecord(Record):
     steps: int
     seconds: float
     resumed_at: list[int] = []
-    seed: str  # the model it branched from
+    seed: str  # the model it branched from (relative to the expert's folder)
     seed_hash: str  # of the seed's weights
-    allocation: str | None = None
+    allocation: str | None = None  # relative to the expert's folder
     split: str
     match: str
     validation_loss: float | None = None  # mean over its languages
@@ -159,6 +160,8 @@ def plan_experts(
     from xelm.tokenizer import load_tokenizer
 
     base = spec.train
+    if not Path(seed).is_dir():
+        raise XelmError(f"{seed}: no such seed folder (experts branch from a local model)")
     alloc = Allocation(allocation)
     tokenizer = load_tokenizer(base.tokenizer or str(seed))
     check_seed_vocab(seed, tokenizer, base.tokenizer or str(seed))
@@ -235,9 +238,9 @@ def train_expert(job: ExpertJob, progress: bool = True) -> ExpertRecord:
         steps=run.steps,
         seconds=run.seconds,
         resumed_at=run.resumed_at,
-        seed=job.seed,
+        seed=relative_to(job.seed, job.out),
         seed_hash=seed_hash(job.seed),
-        allocation=job.config.allocation,
+        allocation=relative_to(job.config.allocation, job.out),
         split=job.split,
         match=job.match,
         validation_loss=run.mean_validation_loss,

@@ -12,7 +12,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir
+from xelm.paths import atomic_dir, hf_ref
 
 hf_logging.disable_progress_bar()  # per-shard bars for a few-MB model are noise in our output
 
@@ -65,14 +65,22 @@ def build_model(preset: str, tokenizer, max_positions: int, seed: int = 0):
 
 
 def load_model(name_or_path: str | Path):
-    """Any HF causal LM (folder or hub name), in float32 for training/evaluation on CPU."""
+    """Any HF causal LM (folder or hub name), in float32 for training/evaluation on CPU. A local
+    folder must hold safetensors weights (pickled ones are refused: loading them runs code)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    ref, local = hf_ref(name_or_path)
     try:
-        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
-    except (OSError, ValueError) as e:
+        return AutoModelForCausalLM.from_pretrained(
+            ref, dtype=torch.float32, use_safetensors=True if local else None
+        )
+    except (OSError, ValueError, SafetensorError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise XelmError(f"{name_or_path}: cannot load a causal LM ({first})") from None
+        raise XelmError(
+            f"{name_or_path}: cannot load a causal LM ({first}); rebuild it or "
+            "point to a model folder with safetensors weights"
+        ) from None
 
 
 def check_vocab(model, tokenizer, where: str = "") -> None:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from xelm.corpus import Corpus, sampling_shares
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir
+from xelm.paths import atomic_dir, hf_ref
 from xelm.spec import Spec
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
@@ -99,10 +99,12 @@ def load_tokenizer(path: str | Path):
     """Any HF tokenizer (folder or hub name); ours or anyone's."""
     from transformers import AutoTokenizer
 
+    ref, _ = hf_ref(path, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise XelmError(f"{path}: cannot load a tokenizer ({str(e).splitlines()[0]})") from None
+        return AutoTokenizer.from_pretrained(ref)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XelmError(f"{path}: cannot load a tokenizer ({first})") from None
 
 
 @dataclass

@@ -204,8 +204,11 @@ class Allocation:
         return self.record.clusters
 
     @property
-    def corpus(self) -> str:
-        return self.record.settings.corpus
+    def corpus(self) -> Path:
+        """The corpus it was made from (stored relative to this folder)."""
+        from xelm.paths import resolve_from
+
+        return resolve_from(self.record.settings.corpus, self.path)
 
     @property
     def languages(self) -> list[str]:
@@ -217,7 +220,12 @@ class Allocation:
 
     def assignments(self, split: str | None = None, cluster: int | None = None) -> pa.Table:
         """The per-document table, optionally filtered to one split and/or cluster."""
-        table = pq.read_table(self.path / ASSIGNMENTS)
+        try:
+            table = pq.read_table(self.path / ASSIGNMENTS)
+        except (OSError, pa.ArrowException) as e:
+            raise XelmError(
+                f"{self.path / ASSIGNMENTS}: unreadable ({e}); re-run the allocation"
+            ) from None
         if split is not None:
             table = table.filter(pc.equal(table["split"].cast(pa.string()), split))
         if cluster is not None:

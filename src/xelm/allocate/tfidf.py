@@ -32,7 +32,7 @@ from xelm.allocate.plots import plot_cluster_sizes
 from xelm.allocate.specs import TfidfAllocationSpec, TfidfSpec
 from xelm.corpus import Corpus
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir
+from xelm.paths import atomic_dir, relative_to
 
 STATE_JSON = "tfidf.json"
 STATE_TENSORS = "tfidf.safetensors"
@@ -176,7 +176,7 @@ def allocate_tfidf(
         del emb
         TfidfClusters(embedder, km.centroids, km.prices).save(router)
         settings = {
-            "corpus": str(corpus.path),
+            "corpus": relative_to(corpus.path, out),
             "languages": langs,
             "features": spec.features.to_dict(),
             "vocab_docs": spec.vocab_docs,

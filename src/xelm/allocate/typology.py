@@ -270,7 +270,7 @@ def allocate_typology(
     from xelm.allocate.allocation import ROUTER_DIR, Assignments, write_allocation
     from xelm.allocate.plots import plot_cluster_sizes, plot_dendrogram
     from xelm.corpus import Corpus
-    from xelm.paths import atomic_dir
+    from xelm.paths import atomic_dir, relative_to
 
     spec = spec or TypologySpec()
     corpus = Corpus(corpus_dir)
@@ -287,7 +287,7 @@ def allocate_typology(
         a.clusters = np.array([lang_to_cluster[lang] for lang in a.langs], dtype=np.int32)
         extra = {"language_to_cluster": lang_to_cluster, "tree": _tree_record(tree, langs, spec.k)}
         settings = {
-            "corpus": str(corpus.path),
+            "corpus": relative_to(corpus.path, out),
             "languages": langs,
             "features": spec.features,
             "minimal": spec.minimal,

@@ -5,6 +5,7 @@ User errors (`XelmError`) print one line and exit with code 2, without a traceba
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Annotated
 
@@ -63,12 +64,34 @@ def _root(
     pass
 
 
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
+    """Run the CLI: user errors and bad usage are one line on stderr and exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come to us, to be said in one line
+    except typer.TyperException as e:  # typer's (vendored click's) usage errors
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # `xelm train`: the group's help
+            print(ctx.get_help())
+            sys.exit(0)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _fail(" ".join(e.format_message().split()) + where)
     except XelmError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        _fail(str(e))
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        # nothing half-written is left (outputs are written beside and renamed), and an
+        # interrupted stage resumes: freeing space and re-running is all it takes
+        _fail(
+            f"no space left on the device{f' ({e.filename})' if e.filename else ''}; free "
+            "some and re-run"
+        )
+    sys.exit(code if isinstance(code, int) else 0)

@@ -29,8 +29,12 @@ def eval_ppl(
     corpus: Annotated[Path, typer.Option(help="Corpus folder.")],
     split: str = "test",
     langs: Langs = None,
-    context: Annotated[int | None, typer.Option(help="Window (default: the model's).")] = None,
-    max_docs: Annotated[int | None, typer.Option(help="Per language (default: all).")] = None,
+    context: Annotated[
+        int | None, typer.Option(min=2, help="Window (default: the model's).")
+    ] = None,
+    max_docs: Annotated[
+        int | None, typer.Option(min=1, help="Per language (default: all).")
+    ] = None,
     unigram: Annotated[
         bool,
         typer.Option(

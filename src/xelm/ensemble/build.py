@@ -14,7 +14,7 @@ from pydantic import Field
 
 from xelm.ensemble.routers import ROUTER_DIR, ROUTERS
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir
+from xelm.paths import atomic_dir, resolve_from
 from xelm.spec import Spec
 
 
@@ -170,7 +170,8 @@ def build_ensemble(
     tokenizer = check_same_tokenizer(folders)
     records = [ExpertRecord.find(f) for f in folders]
     clusters = [r.cluster if r else n for n, r in enumerate(records)]
-    allocation = allocation or (records[0].allocation if records[0] else None)
+    if allocation is None and records[0] and records[0].allocation:
+        allocation = resolve_from(records[0].allocation, folders[0])
     alloc = Allocation(allocation) if allocation else None
     lang_map = _language_map(alloc, clusters)
     _check_router(router, alloc, lang_map, top_experts, len(folders))

@@ -19,6 +19,7 @@ import torch
 
 from xelm.errors import XelmError
 from xelm.models import build_model, check_vocab, count_parameters, load_model, save_model
+from xelm.paths import hf_ref, writable
 from xelm.tokenizer import load_tokenizer
 from xelm.train.checkpoint import Checkpointer, TrainState
 from xelm.train.config import TrainConfig
@@ -110,6 +111,8 @@ def build(cfg: TrainConfig, work: Path) -> Run:
     """Data, model, optimizer and schedule, prepared by accelerate; the state at step 0."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.init is not None:
+        hf_ref(cfg.init)  # a missing model folder is said as such, before its tokenizer
     accelerator = _accelerator(cfg, work)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.init)
     data = training_data(cfg, tokenizer)
@@ -254,7 +257,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     """Train per `cfg`; returns the folder of the finished HF model. `resume`: continue from the
     last checkpoint in `OUT.work/` (refused if it was made with other settings)."""
     cfg.check()
-    out = Path(cfg.out)
+    out = writable(cfg.out)
     work = out.with_name(out.name + ".work")
     checkpointer = Checkpointer(work, cfg)
     if checkpointer.complete() and not resume:
