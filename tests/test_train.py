@@ -37,10 +37,11 @@ def step_losses(model_dir):
     return {r["step"]: r["loss"] for r in lines if "loss" in r}
 
 
-def xelm_train(root, out, *extra):
+def xelm_train(root, out, *extra, tokens=400 * 4 * 32, runner=(sys.executable, "-m")):
+    """`xelm train seed` of a tiny model on the synthetic corpus, as a user runs it."""
+    settings = "seq_len=32 micro_batch_size=4 log_every=1 threads=1 checkpoint_every=10"
     return [
-        sys.executable,
-        "-m",
+        *runner,
         "xelm",
         "train",
         "seed",
@@ -53,18 +54,9 @@ def xelm_train(root, out, *extra):
         "--preset",
         "tiny",
         "--tokens",
-        str(400 * 4 * 32),
+        str(tokens),
         "--quiet",
-        "--set",
-        "seq_len=32",
-        "--set",
-        "micro_batch_size=4",
-        "--set",
-        "log_every=1",
-        "--set",
-        "threads=1",
-        "--set",
-        "checkpoint_every=10",
+        *[arg for s in settings.split() for arg in ("--set", s)],
         *extra,
     ]
 
@@ -189,7 +181,7 @@ def test_two_processes_data_parallel(lm_setup, tmp_path):
     """The multi-GPU path (data sliced by rank, one writer, DDP), run as 2 CPU processes with
     gloo: torchrun sets the env that accelerate reads (`accelerate launch --cpu` would start
     a single process without MPI)."""
-    cmd = [
+    ddp = (
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -197,27 +189,8 @@ def test_two_processes_data_parallel(lm_setup, tmp_path):
         "2",
         "--standalone",
         "-m",
-        "xelm",
-        "train",
-        "seed",
-        "--corpus",
-        str(lm_setup / "corpus"),
-        "--tokenizer",
-        str(lm_setup / "tok"),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--preset",
-        "tiny",
-        "--tokens",
-        str(10 * 2 * 4 * 32),
-        "--quiet",
-        "--set",
-        "seq_len=32",
-        "--set",
-        "micro_batch_size=4",
-        "--set",
-        "threads=1",
-    ]
+    )
+    cmd = xelm_train(lm_setup, tmp_path / "ddp", tokens=10 * 2 * 4 * 32, runner=ddp)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
