@@ -21,11 +21,18 @@ def env(branch_setup, lm_setup, tmp_path_factory):
     (tmp / "afile").write_text("not a folder")
     truncated = tmp / "truncated_model"
     shutil.copytree(seed, truncated)
+    (truncated / "xelm_weights.json").unlink()  # as a model from elsewhere: no hashes
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:500])
+    flipped = tmp / "flipped_model"
+    shutil.copytree(seed, flipped)
+    data = bytearray((flipped / "model.safetensors").read_bytes())
+    data[-100] ^= 0xFF  # one byte of the weights, the header intact
+    (flipped / "model.safetensors").write_bytes(bytes(data))
     pickled = tmp / "pickled_model"
     shutil.copytree(seed, pickled)
     (pickled / "model.safetensors").unlink()
+    (pickled / "xelm_weights.json").unlink()
     (pickled / "pytorch_model.bin").write_bytes(b"pickle")
     bad_manifest = tmp / "bad_manifest"
     bad_manifest.mkdir()
@@ -72,6 +79,7 @@ def env(branch_setup, lm_setup, tmp_path_factory):
         "file": str(tmp / "afile"),
         "truncated": str(truncated),
         "pickled": str(pickled),
+        "flipped": str(flipped),
     }
 
 
@@ -345,6 +353,16 @@ CASES = [
         "eval: truncated weights",
         "eval ppl --model {truncated} --corpus {corpus}",
         "cannot load a causal LM",
+    ),
+    (
+        "eval: flipped bytes in the weights",
+        "eval ppl --model {flipped} --corpus {corpus}",
+        "the weights changed since xelm wrote them",
+    ),
+    (
+        "merge: flipped bytes in an expert",
+        "merge average --experts {flipped} --out {out}",
+        "the weights changed since xelm wrote them",
     ),
     (
         "eval: context 0",

@@ -63,6 +63,9 @@ def test_broken_or_pickled_weights_are_refused_with_the_folder_named(lm_setup, t
     folder = save_model(build_model("tiny", tok, 32), tok, tmp_path / "m")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(XelmError, match="the weights changed since xelm wrote them"):
+        load_model(folder)  # xelm's own folders carry their weights' hashes
+    (folder / "xelm_weights.json").unlink()  # as a model from elsewhere
     with pytest.raises(XelmError, match=f"{folder}: cannot load a causal LM"):
         load_model(folder)
     weights.unlink()

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from xelm.errors import XelmError
 from xelm.langs import normalize_lang
-from xelm.paths import atomic_dir
+from xelm.paths import atomic_dir, file_sha256
 from xelm.spec import Spec
 
 SPLITS = ("train", "validation", "test")
@@ -37,14 +37,6 @@ class Document:
     id: str
     lang: str
     text: str
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unit_hash(key: str) -> float:
@@ -364,7 +356,7 @@ class CorpusWriter:
         raw.close()
         path = Path(raw.name)
         name = f"{lang}/{path.name}"
-        self._shards[name] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        self._shards[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
     def write(self, doc: Document) -> bool:
         """Write one document (text in Unicode NFC); returns False for an exact duplicate.

@@ -12,7 +12,8 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir, hf_ref
+from xelm.paths import atomic_dir, file_sha256, hf_ref
+from xelm.spec import Record
 
 hf_logging.disable_progress_bar()  # per-shard bars for a few-MB model are noise in our output
 
@@ -71,6 +72,8 @@ def load_model(name_or_path: str | Path):
     from transformers import AutoModelForCausalLM
 
     ref, local = hf_ref(name_or_path)
+    if local and (record := WeightsRecord.find(ref)) is not None:
+        record.verify(Path(ref))
     try:
         return AutoModelForCausalLM.from_pretrained(
             ref, dtype=torch.float32, use_safetensors=True if local else None
@@ -109,11 +112,33 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class WeightsRecord(Record):
+    """`xelm_weights.json`: the SHA-256 of each weights file xelm wrote, checked on loading."""
+
+    FILE = "xelm_weights.json"
+    sha256: dict[str, str]
+
+    @classmethod
+    def of(cls, folder: Path) -> WeightsRecord:
+        return cls(sha256={f.name: file_sha256(f) for f in sorted(folder.glob("*.safetensors"))})
+
+    def verify(self, folder: Path) -> None:
+        for name, digest in self.sha256.items():
+            path = folder / name
+            if not path.exists() or file_sha256(path) != digest:
+                raise XelmError(
+                    f"{path}: the weights changed since xelm wrote them (SHA-256 "
+                    "differs, or the file is gone); retrain or restore the folder"
+                )
+
+
 def save_model(model, tokenizer, out: str | Path, extra_files: dict[str, str] | None = None):
-    """Write a complete HF folder atomically (a reader never sees a half-written model)."""
+    """Write a complete HF folder atomically (a reader never sees a half-written model), with
+    the weights' hashes."""
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        WeightsRecord.of(tmp).write(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -182,3 +183,11 @@ def resolve_from(stored: str | Path, folder: str | Path) -> Path:
         return path
     here = Path(os.path.normpath(Path(folder) / path))
     return here if here.exists() or not path.exists() else path
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
