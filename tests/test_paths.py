@@ -92,3 +92,43 @@ def test_records_keep_working_when_used_from_another_directory(branch_setup, tmp
     record = Allocation(moved / "alloc")
     assert record.record.settings.corpus == "../corpus"
     assert record.corpus == moved / "corpus" and (record.corpus / "manifest.json").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_dies_with_its_parent_even_when_the_parent_is_killed(tmp_path):
+    """The TF-IDF allocation's embedding workers call `die_with_parent`: a SIGKILLed run leaves
+    no worker behind."""
+    import signal
+    import time
+
+    child_pid = tmp_path / "child.pid"
+    child = (
+        "from xelm.paths import die_with_parent; die_with_parent()\n"
+        f"open({str(child_pid)!r}, 'w').write(str(__import__('os').getpid()))\n"
+        "import time; time.sleep(120)"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(120)",
+        ]
+    )
+    deadline = time.time() + 120
+    while not child_pid.exists() or not child_pid.read_text():  # its death signal is set
+        assert time.time() < deadline
+        time.sleep(0.05)
+    pid = int(child_pid.read_text())
+    os.kill(pid, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed parent")

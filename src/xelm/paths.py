@@ -191,3 +191,16 @@ def file_sha256(path: str | Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def die_with_parent() -> None:
+    """In a worker process: have the kernel kill it when its parent dies, even by SIGKILL
+    (Linux `PR_SET_PDEATHSIG`; elsewhere a no-op). Idle pool workers would otherwise outlive a
+    killed run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)

@@ -32,7 +32,7 @@ from xelm.allocate.plots import plot_cluster_sizes
 from xelm.allocate.specs import TfidfAllocationSpec, TfidfSpec
 from xelm.corpus import Corpus
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir, relative_to
+from xelm.paths import atomic_dir, die_with_parent, relative_to
 
 STATE_JSON = "tfidf.json"
 STATE_TENSORS = "tfidf.safetensors"
@@ -232,12 +232,17 @@ def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True, disable=not progress) as bar:
-        task = bar.add_task("embedding documents", total=len(emb))
-        for vectors in jobs(delayed(_embed_batch)(str(state_dir), b) for b in batches):
-            emb[row : row + len(vectors)] = vectors
-            row += len(vectors)
-            bar.advance(task, len(vectors))
+    try:
+        with Progress(*columns, transient=True, disable=not progress) as bar:
+            task = bar.add_task("embedding documents", total=len(emb))
+            for vectors in jobs(delayed(_embed_batch)(str(state_dir), b) for b in batches):
+                emb[row : row + len(vectors)] = vectors
+                row += len(vectors)
+                bar.advance(task, len(vectors))
+    finally:  # no idle workers left behind, whatever happened
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
     if row != len(emb):
         raise XelmError(f"{corpus.path}: manifest counts {len(emb)} documents, found {row}")
     return a
@@ -245,6 +250,7 @@ def _embed_corpus(corpus, langs, state_dir, emb, spec, progress) -> Assignments:
 
 @functools.lru_cache(maxsize=2)
 def _cached_embedder(state_dir: str) -> TfidfEmbedder:
+    die_with_parent()  # runs once in each worker process
     return TfidfEmbedder.load(state_dir)
 
 
