@@ -27,43 +27,54 @@ from xelm.results import (
 SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
 
 
-def training_cost(run: RunLayout, model: EvalModel) -> Cost:
-    """Tokens and seconds the model was trained for after the seed (the seed's own cost is the
+def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:
+    """Tokens and seconds each model was trained for after the seed (the seed's own cost is the
     `seed` entry, shared by every model branched from it). An ensemble's experts train
     independently: `seconds` is their sum (one machine), `parallel_seconds` the longest one
-    (as many machines as experts)."""
+    (as many machines as experts). Each record is read once, however many routers share it."""
+    from functools import cache
+
     from xelm.experts import expert_folders
     from xelm.train import TrainRecord
 
     seed = TrainRecord.find(run.seed) or TrainRecord()
-    after_seed = None if model.kind in ("seed", "unigram") else seed.tokens
-    if model.kind == "seed":
-        return Cost(tokens=seed.tokens, seconds=seed.seconds)
-    if model.kind == "dense":
-        info = TrainRecord.read(run.dense)
-        return Cost(tokens=info.tokens, seconds=info.seconds, seed_tokens=after_seed)
-    if model.kind in ("x-elm", "merged"):
-        infos = [TrainRecord.read(e) for e in expert_folders(run.experts(model.allocation))]
+
+    @cache
+    def experts(allocation: str) -> Cost:
+        infos = [TrainRecord.read(e) for e in expert_folders(run.experts(allocation))]
         return Cost(
             tokens=sum(i.tokens for i in infos),
             seconds=round(sum(i.seconds for i in infos), 2),
             parallel_seconds=max(i.seconds for i in infos),
             experts=len(infos),
-            seed_tokens=after_seed,
+            seed_tokens=seed.tokens,
         )
-    return Cost(tokens=0, seconds=0)
+
+    costs = {}
+    for m in models:
+        if m.kind == "seed":
+            costs[m.name] = Cost(tokens=seed.tokens, seconds=seed.seconds)
+        elif m.kind == "dense":
+            info = TrainRecord.read(run.dense)
+            costs[m.name] = Cost(tokens=info.tokens, seconds=info.seconds, seed_tokens=seed.tokens)
+        elif m.kind in ("x-elm", "merged"):
+            costs[m.name] = experts(m.allocation)
+        else:
+            costs[m.name] = Cost(tokens=0, seconds=0)
+    return costs
 
 
 def build_results(
     run: RunLayout, models: list[EvalModel], langs: list[str], plotted: list[str]
 ) -> Results:
     """Every model's scores (its evaluation file) and training cost."""
+    costs = training_costs(run, models)
     entries = {}
     for m in models:
         scores = read_scores(run.scores(m.name))
         entries[m.name] = ModelResults(
             kind=m.kind,
-            cost=training_cost(run, m),
+            cost=costs[m.name],
             allocation=m.allocation if m.kind == "x-elm" else None,
             router=m.router.name if m.router else None,
             scores=scores,

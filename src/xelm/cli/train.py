@@ -98,6 +98,16 @@ def train_continue(
     _train(values, config, set_, resume, quiet)
 
 
+def _branch_spec(config: Path | None, set_: list[str] | None, **values) -> BranchSpec:
+    """Branch-Train's settings from options; `--config` and `--set` address its `train` part
+    (the training loop's settings), as a run config's `experts.train` section does."""
+    from xelm.spec import read_yaml
+
+    train = read_yaml(config) if config else {}
+    overrides = [f"train.{s}" for s in set_ or []]
+    return load_spec(BranchSpec, None, overrides, values={**values, "train": train})
+
+
 Split = literal_choices(BranchSpec, "split")
 Match = literal_choices(BranchSpec, "match")
 
@@ -130,15 +140,8 @@ def train_experts_cmd(
     same command trains only what is missing or failed."""
     from xelm.experts import plan_experts
     from xelm.launch import launch
-    from xelm.spec import read_yaml
 
-    train = read_yaml(config) if config else {}
-    spec = load_spec(
-        BranchSpec,
-        None,
-        [f"train.{s}" for s in set_ or []],
-        values={"tokens": tokens, "split": value(split), "match": value(match), "train": train},
-    )
+    spec = _branch_spec(config, set_, tokens=tokens, split=value(split), match=value(match))
     how = load_spec(
         LaunchSpec,
         values={
@@ -195,15 +198,8 @@ def train_dense_cmd(
 ) -> None:
     """The compute-matched dense (k=1) baseline: the seed on all data for the same tokens."""
     from xelm.experts import train_dense
-    from xelm.spec import read_yaml
 
-    train = read_yaml(config) if config else {}
-    spec = load_spec(
-        BranchSpec,
-        None,
-        [f"train.{s}" for s in set_ or []],
-        values={"tokens": tokens, "train": train},
-    )
+    spec = _branch_spec(config, set_, tokens=tokens)
     record = train_dense(seed, corpus, out, spec, progress=not quiet)
     console.print(
         f"{out}: {record.tokens:,} tokens, {record.steps} steps, "
