@@ -4,6 +4,7 @@ line on stderr that names the file or option, no traceback, and nothing at the o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -70,6 +71,12 @@ def env(branch_setup, lm_setup, tmp_path_factory):
     (tmp / "bad.parquet").write_bytes(b"PAR1 garbage")
     (tmp / "bad.yaml").write_text("run_dir: [unclosed\n")
     (tmp / "unknown_key.yaml").write_text("tokenizer:\n  vocab: 10\n")
+    from xelm.ensemble.build import build_ensemble
+
+    outside = build_ensemble([seed], tmp / "outside_ens", router="uniform")
+    config = json.loads((outside / "config.json").read_text())
+    config["experts"] = [os.path.relpath(seed, outside)]  # as a hostile download would
+    (outside / "config.json").write_text(json.dumps(config))
     return {
         "corpus": str(lm_setup / "corpus"),
         "tok": str(lm_setup / "tok"),
@@ -80,6 +87,7 @@ def env(branch_setup, lm_setup, tmp_path_factory):
         "truncated": str(truncated),
         "pickled": str(pickled),
         "flipped": str(flipped),
+        "outside_ens": str(outside),
     }
 
 
@@ -363,6 +371,11 @@ CASES = [
         "merge: flipped bytes in an expert",
         "merge average --experts {flipped} --out {out}",
         "the weights changed since xelm wrote them",
+    ),
+    (
+        "eval: an ensemble's expert outside its folder",
+        "eval ppl --model {outside_ens} --corpus {corpus}",
+        "seed lies outside the ensemble folder",
     ),
     (
         "eval: context 0",

@@ -3,6 +3,7 @@ expert is that expert, top-1 runs one expert, the posterior is prior × likeliho
 generate() works with per-expert caches."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -194,9 +195,48 @@ def test_ensemble_folder_loads_with_auto_classes_and_round_trips(trained, tmp_pa
     manual = ensemble([load_model(e).eval() for e in experts], "posterior")
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=x).logits, manual(input_ids=x).logits)
-        loaded.save_pretrained(tmp_path / "moved" / "ens", expert_paths=experts)
-        again = XELMForCausalLM.from_pretrained(tmp_path / "moved" / "ens")
+        loaded.save_pretrained(tmp_path / "saved" / "ens")
+        again = XELMForCausalLM.from_pretrained(tmp_path / "saved" / "ens")
         torch.testing.assert_close(again(input_ids=x).logits, loaded(input_ids=x).logits)
+
+
+def test_ensemble_folder_holds_its_experts_and_loads_nothing_from_outside(trained, tmp_path):
+    import json
+    import shutil
+
+    from xelm.ensemble.build import build_ensemble
+    from xelm.experts import ExpertRecord
+
+    root, out = trained
+    experts, alloc = out["typology"]
+    build_ensemble(experts, tmp_path / "ens", router="prior")
+    inner = tmp_path / "ens" / "experts" / experts[0].name
+    # hard links: the experts' weights take no extra disk
+    weights = inner / "model.safetensors"
+    assert weights.stat().st_ino == (experts[0] / "model.safetensors").stat().st_ino
+    # the placed expert's record still finds its seed and allocation
+    record = ExpertRecord.read(inner)
+    assert (inner / record.allocation).resolve() == alloc.resolve()
+    assert ExpertRecord.read(experts[0]).allocation != record.allocation
+    # the folder works wherever it is moved
+    shutil.move(tmp_path / "ens", tmp_path / "elsewhere")
+    x = ids(batch=1, length=8)
+    moved = XELMForCausalLM.from_pretrained(tmp_path / "elsewhere")
+    # a config naming a folder outside (here: the original expert) is refused unless trusted
+    config = json.loads((tmp_path / "elsewhere" / "config.json").read_text())
+    config["experts"][0] = os.path.relpath(experts[0], tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(XelmError, match="outside the ensemble folder.*--trust-external-experts"):
+        XELMForCausalLM.from_pretrained(tmp_path / "elsewhere")
+    trusted = XELMForCausalLM.from_pretrained(tmp_path / "elsewhere", trust_external_experts=True)
+    with torch.no_grad():
+        torch.testing.assert_close(trusted(input_ids=x).logits, moved(input_ids=x).logits)
+    # so is a link inside that points outside
+    config["experts"][0] = "experts/link"
+    (tmp_path / "elsewhere" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "elsewhere" / "experts" / "link").symlink_to(experts[0].resolve())
+    with pytest.raises(XelmError, match="outside the ensemble folder"):
+        XELMForCausalLM.from_pretrained(tmp_path / "elsewhere")
 
 
 def test_tfidf_router_sends_each_language_to_its_cluster(trained, tmp_path, lm_setup):
@@ -260,12 +300,10 @@ def test_parameter_average_merge_and_bad_folders(trained, tmp_path, lm_setup):
     for k, v in got.items():
         torch.testing.assert_close(v, 0.25 * a[k] + 0.75 * b[k])
     # a missing expert folder, and an expert with another tokenizer
-    build_ensemble(experts, tmp_path / "ens")
     import shutil
 
-    shutil.copytree(experts[1], tmp_path / "moved")
-    build_ensemble([experts[0], tmp_path / "moved"], tmp_path / "ens2")
-    shutil.rmtree(tmp_path / "moved")
+    build_ensemble(experts, tmp_path / "ens2")
+    shutil.rmtree(tmp_path / "ens2" / "experts" / experts[1].name)
     with pytest.raises(XelmError, match="missing"):
         XELMForCausalLM.from_pretrained(tmp_path / "ens2")
     from xelm.tokenizer import TokenizerSpec, train_tokenizer

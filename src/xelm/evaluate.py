@@ -224,6 +224,7 @@ def evaluate_model(
     top_experts: int | None = None,
     temperature: float | None = None,
     route_tokens: int = 32,
+    trust_external_experts: bool = False,
 ) -> dict[str, dict[str, float]]:
     """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
     causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`)."""
@@ -236,7 +237,11 @@ def evaluate_model(
         from xelm.ensemble import XELMForCausalLM
 
         model = XELMForCausalLM.from_pretrained(
-            model_path, router=router, top_experts=top_experts, temperature=temperature
+            model_path,
+            router=router,
+            top_experts=top_experts,
+            temperature=temperature,
+            trust_external_experts=trust_external_experts,
         )
         tokenizer, inner = model.tokenizer, model.experts[0].config
         score = functools.partial(score_texts_routed, route_tokens=route_tokens)

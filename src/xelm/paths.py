@@ -185,6 +185,27 @@ def resolve_from(stored: str | Path, folder: str | Path) -> Path:
     return here if here.exists() or not path.exists() else path
 
 
+def link_tree(src: str | Path, dst: str | Path) -> None:
+    """Copy the folder `src` to `dst` as hard links where the filesystem allows, else as copies.
+
+    Links cost no disk and are safe here: xelm never modifies a file it wrote in place, it
+    replaces it (a new inode), so a later rewrite of `src` leaves `dst` as it was.
+    """
+
+    def link_or_copy(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copy2(source, target)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path`, symbolic links followed, lies in `folder`'s tree."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with Path(path).open("rb") as f:

@@ -139,6 +139,7 @@ class Plan:
                 build,
                 self.keys[f"experts {name}"],
                 ens.prior,
+                "experts inside",  # earlier ensemble folders referenced them: rebuild those
             )
             for choice in ens.routers:
                 if choice.applies_to(spec.method):

@@ -58,6 +58,13 @@ def eval_ppl(
             "posterior)."
         ),
     ] = 32,
+    trust_external_experts: Annotated[
+        bool,
+        typer.Option(
+            help="Ensembles: also load experts that lie outside the ensemble's folder (only "
+            "for ensembles you trust)."
+        ),
+    ] = False,
 ) -> None:
     """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
     ensemble folders), side by side."""
@@ -73,6 +80,7 @@ def eval_ppl(
         "top_experts": top_k,
         "temperature": temperature,
         "route_tokens": route_tokens,
+        "trust_external_experts": trust_external_experts,
     }
     results = _score(named, corpus, value(router or []), how)
     if unigram:

@@ -1,12 +1,13 @@
 """Build an ensemble folder from trained experts, and BTM's parameter-average merge.
 
-The ensemble folder references the experts (relative paths) instead of copying them, and holds
-what the routers need: the allocation's TF-IDF state, the language → expert map, the prior.
+An ensemble folder is self-contained: the experts are placed inside it (`experts/NAME`, hard
+links where the filesystem allows, so no disk is spent), beside what the routers need: the
+allocation's TF-IDF state, the language → expert map, the prior. It can be moved, copied or
+uploaded as one folder, and loading never reaches outside it (see `XELMForCausalLM`).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from pydantic import Field
 
 from xelm.ensemble.routers import ROUTER_DIR, ROUTERS
 from xelm.errors import XelmError
-from xelm.paths import atomic_dir, resolve_from
+from xelm.paths import atomic_dir, link_tree, relative_to, resolve_from
 from xelm.spec import Spec
 
 
@@ -176,9 +177,12 @@ def build_ensemble(
     lang_map = _language_map(alloc, clusters)
     _check_router(router, alloc, lang_map, top_experts, len(folders))
     out = Path(out)
+    names = inner_names(folders)
     with atomic_dir(out) as tmp:
+        for folder, name, record in zip(folders, names, records, strict=True):
+            place_expert(folder, tmp / name, record)
         config = XELMConfig(
-            experts=[os.path.relpath(f.resolve(), out.resolve()) for f in folders],
+            experts=names,
             expert_clusters=clusters,
             router=router,
             top_experts=top_experts,
@@ -194,10 +198,33 @@ def build_ensemble(
         tokenizer.save_pretrained(tmp)
         if alloc is not None and alloc.method == "tfidf":
             shutil.copytree(alloc.router_dir, tmp / ROUTER_DIR / "tfidf")
-        if prior_from is not None:  # tmp is a sibling of out: the relative paths hold
+        if prior_from is not None:
             config.prior = cached_prior(tmp, prior_from, prior_spec or PriorSpec())
             config.save_pretrained(tmp)
     return out
+
+
+def inner_names(folders: list[Path]) -> list[str]:
+    """Where each expert goes inside the ensemble folder: `experts/` + its folder's name (with
+    its position in front where two names clash)."""
+    names = [f.resolve().name for f in folders]
+    if len(set(names)) < len(names):
+        names = [f"{n:02d}_{name}" for n, name in enumerate(names)]
+    return [f"experts/{name}" for name in names]
+
+
+def place_expert(folder: Path, inside: Path, record=None) -> None:
+    """Put the expert `folder` at `inside` (an ensemble's own tree). Its record's paths to the
+    seed and the allocation are rewritten relative to the new place, so they still resolve."""
+    link_tree(folder, inside)
+    if record is not None:
+        rebased = {
+            key: relative_to(resolve_from(value, folder), inside)
+            for key in ("seed", "allocation")
+            if (value := getattr(record, key))
+        }
+        (inside / record.FILE).unlink()  # a link to the original: replace, never write through
+        record.model_copy(update=rebased).write(inside)
 
 
 def merge_average(

@@ -5,14 +5,16 @@
 beam search) of transformers work unchanged. Each expert keeps its own KV cache.
 
 An ensemble folder holds `config.json` (experts by path relative to the folder, the router and
-its settings), the tokenizer and the router's state; the experts stay plain HF folders.
+its settings), the tokenizer, the router's state and the experts themselves, as plain HF folders
+under `experts/`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
-import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from xelm.ensemble.routers import (
+    ROUTER_DIR,
     ROUTERS,
     PosteriorRouter,
     Router,
@@ -36,6 +39,7 @@ from xelm.ensemble.routers import (
 )
 from xelm.errors import XelmError
 from xelm.models import check_same_architecture
+from xelm.paths import atomic_dir, inside
 
 
 class XELMConfig(PretrainedConfig):
@@ -112,6 +116,7 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         self.experts = nn.ModuleList(experts)
         self.router = router or make_router(config, None)
         self.tokenizer = tokenizer
+        self.source: Path | None = None  # the folder it was loaded from (its router state)
         self.forward_calls = [0] * len(experts)  # per expert: how often it ran (tests, stats)
         self.post_init()
 
@@ -381,10 +386,13 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         router: str | None = None,
         top_experts: int | None = None,
         temperature: float | None = None,
+        trust_external_experts: bool = False,
         **kwargs,
     ):
         """Load an ensemble folder; `router`/`top_experts`/`temperature` override the saved
-        choice (another router starts from its own default temperature)."""
+        choice (another router starts from its own default temperature). Experts are loaded
+        only from inside the folder unless `trust_external_experts`: a downloaded or shared
+        ensemble cannot make us read models from anywhere else on the disk."""
         from xelm.models import load_model
         from xelm.tokenizer import load_tokenizer
 
@@ -405,28 +413,40 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             config.top_experts = top_experts
         experts = []
         for rel in config.experts:
-            folder = (path / rel).resolve()
+            folder = path / rel
+            if not inside(folder, path) and not trust_external_experts:
+                raise XelmError(
+                    f"{path}: expert {rel} lies outside the ensemble folder; rebuild it with "
+                    "`xelm ensemble build` (which places the experts inside), or pass "
+                    "--trust-external-experts if you trust that folder"
+                )
             if not folder.exists():
-                raise XelmError(f"{path}: expert folder {rel} is missing ({folder})")
+                raise XelmError(f"{path}: expert folder {rel} is missing ({folder.resolve()})")
             experts.append(load_model(folder))
         check_experts(experts, config.experts)
         tokenizer = load_tokenizer(path)
         model = cls(config, experts, make_router(config, path), tokenizer)
+        model.source = path
         return model.eval()
 
-    def save_pretrained(self, out, expert_paths: list[str | Path] | None = None, **kwargs):
-        """Write the ensemble folder: config (experts relative to `out`), tokenizer, router
-        state. `expert_paths`: where the experts live (default: as loaded)."""
+    def save_pretrained(self, out, **kwargs):
+        """Write a self-contained ensemble folder: config, tokenizer, the router's state (of
+        the folder this ensemble was loaded from) and every expert under `experts/`."""
+        from xelm.ensemble.build import inner_names
+        from xelm.models import save_model
+
+        if self.tokenizer is None:
+            raise XelmError("an ensemble is saved with its tokenizer: pass tokenizer= to it")
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        config = self.config
-        if expert_paths is not None:
-            config.experts = [
-                os.path.relpath(Path(p).resolve(), out.resolve()) for p in expert_paths
-            ]
-        config.save_pretrained(out)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(out)
+        config = copy.deepcopy(self.config)
+        config.experts = inner_names([Path(rel) for rel in self.config.experts])
+        with atomic_dir(out) as tmp:
+            for expert, name in zip(self.experts, config.experts, strict=True):
+                save_model(expert, self.tokenizer, tmp / name)
+            config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            if self.source is not None and (self.source / ROUTER_DIR).is_dir():
+                shutil.copytree(self.source / ROUTER_DIR, tmp / ROUTER_DIR)
 
 
 def check_experts(experts: list, names: list[str]) -> None:
