@@ -73,6 +73,10 @@ def env(branch_setup, lm_setup, tmp_path_factory):
     (tmp / "unknown_key.yaml").write_text("tokenizer:\n  vocab: 10\n")
     from xelm.ensemble.build import build_ensemble
 
+    ens = build_ensemble([seed, seed], tmp / "ens", router="uniform", allocation=alloc)
+    no_expert = tmp / "no_expert_ens"
+    shutil.copytree(ens, no_expert)
+    shutil.rmtree(no_expert / "experts" / "01_seed")
     outside = build_ensemble([seed], tmp / "outside_ens", router="uniform")
     config = json.loads((outside / "config.json").read_text())
     config["experts"] = [os.path.relpath(seed, outside)]  # as a hostile download would
@@ -88,6 +92,8 @@ def env(branch_setup, lm_setup, tmp_path_factory):
         "pickled": str(pickled),
         "flipped": str(flipped),
         "outside_ens": str(outside),
+        "ens": str(ens),
+        "no_expert_ens": str(no_expert),
     }
 
 
@@ -401,6 +407,41 @@ CASES = [
         "ensemble: top-k 0",
         "ensemble build --experts {seed} --out {out} --top-k 0",
         "top_k: input should be greater than or equal to 1",
+    ),
+    (
+        "adapt: a language the corpus lacks",
+        "adapt hmr --ensemble {ens} --corpus {corpus} --langs fr --out {out}",
+        "no training pages in 'fr'; add the language to the corpus",
+    ),
+    (
+        "adapt: a language the ensemble has",
+        "adapt hmr --ensemble {ens} --corpus {corpus} --langs ja --out {out}",
+        "already has ja (expert 1)",
+    ),
+    (
+        "adapt: budget 0",
+        "adapt hmr --ensemble {ens} --corpus {corpus} --langs ru --out {out} --tokens 0",
+        "tokens: input should be greater than or equal to 1",
+    ),
+    (
+        "adapt: unknown parent rule",
+        "adapt hmr --ensemble {ens} --corpus {corpus} --langs ru --out {out} --parent nearest",
+        "options: parent: use one of typology, posterior, seed or an expert's index",
+    ),
+    (
+        "adapt: an expert missing",
+        "adapt hmr --ensemble {no_expert_ens} --corpus {corpus} --langs ru --out {out}",
+        "expert folder experts/01_seed is missing",
+    ),
+    (
+        "adapt: not an ensemble",
+        "adapt hmr --ensemble {seed} --corpus {corpus} --langs ru --out {out}",
+        "not an X-ELM ensemble folder",
+    ),
+    (
+        "lapt: no such model",
+        "adapt lapt --model ./no/dense --corpus {corpus} --langs ru --out {out}",
+        "no such model folder",
     ),
     (
         "merge: weights not numbers",

@@ -32,7 +32,11 @@ MODELS = [
     "merged/typology-k2",
     *(f"tfidf-k2/{r}" for r in ROUTERS),
     "merged/tfidf-k2",
+    "adapted/typology-k2-typology/posterior",  # tiny.yaml's adapt: pl, two parent rules
+    "adapted/typology-k2-seed/posterior",
+    "lapt/pl",
 ]
+ADAPT_STAGES = ["adapt typology-k2-typology", "adapt typology-k2-seed", "lapt pl"]
 ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
 STAGES = [
     "corpus",
@@ -42,6 +46,7 @@ STAGES = [
     *ALLOCATION_STAGES,
     *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
     "dense",
+    *ADAPT_STAGES,
     *(f"eval {m}" for m in MODELS),
     "report",
 ]
@@ -92,9 +97,16 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     assert list(raw["models"]["dense"]) == ["kind", "cost", "in_domain", "udhr"]  # sets as keys
     results = Results.read(run_dir)
     assert results.sets == ["in_domain", "udhr"] and list(results.models) == MODELS
+    assert results.new_langs == ["pl"]
     for name, model in results.models.items():
         for set_name in results.sets:
-            assert set(model.scores[set_name]) == {"en", "fr", "ja"}
+            scored = set(model.scores[set_name])
+            if model.kind in ("adapted", "lapt"):  # the new language, and forgetting in domain
+                assert scored == ({"en", "fr", "ja", "pl"} if set_name == "in_domain" else {"pl"})
+            elif model.kind in ("seed", "dense"):
+                assert scored == {"en", "fr", "ja", "pl"}
+            else:
+                assert scored == {"en", "fr", "ja"}
             assert all(0 < b < 10 for b in results.bits(name, set_name).values())
         if name != "unigram":
             assert model.cost.tokens > 0 and model.cost.seconds > 0
@@ -115,7 +127,7 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
         assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
         assert f"plots/{png}.png" in report
     html = (run_dir / "report.html").read_text()
-    assert "<table>" in html and html.count("data:image/png;base64,") == 3
+    assert "<table>" in html and html.count("data:image/png;base64,") == 4
     # the ensemble and the merged model are HF folders
     assert AutoModelForCausalLM.from_pretrained(run_dir / "merged" / "tfidf-k2").num_parameters()
     ensemble = AutoModelForCausalLM.from_pretrained(run_dir / "ensembles" / "typology-k2")
@@ -160,6 +172,31 @@ def test_experts_branch_from_the_seed_and_match_the_dense_budget(tiny_run):
         )  # whole steps of the dense batch
 
 
+def test_adaptation_grows_the_x_elm_and_leaves_its_experts_untouched(tiny_run):
+    from xelm.adapt import Ensemble
+    from xelm.experts import ExpertRecord
+    from xelm.train import TrainRecord
+
+    cfg, _ = tiny_run
+    run_dir = Path(cfg.run_dir)
+    for rule in ("typology", "seed"):
+        grown = Ensemble.read(run_dir / "adapted" / f"typology-k2-{rule}")
+        assert len(grown.experts) == 3 and grown.config.language_to_expert["pl"] == 2
+        for e in range(2):  # the old experts: the very same bytes as trained
+            trained = run_dir / "experts" / "typology-k2" / f"expert_{e:02d}" / "model.safetensors"
+            assert (grown.experts[e] / "model.safetensors").read_bytes() == trained.read_bytes()
+        record = ExpertRecord.read(grown.experts[2])
+        assert record.adapted.rule == rule and record.languages == ["pl"]
+        lapt = TrainRecord.read(run_dir / "lapt" / "pl")
+        assert record.tokens == lapt.tokens == cfg.adapt.tokens  # the same budget
+    results = Results.read(run_dir)
+    assert results.models["lapt/pl"].cost.tokens == results.models["dense"].cost.tokens + 5120
+    report = (run_dir / "report.md").read_text()
+    assert "## Adapting to new languages: HMR vs LAPT" in report
+    assert "| pl |" in report and "### Forgetting" in report
+    assert (run_dir / "plots" / "adaptation.png").stat().st_size > 10_000
+
+
 def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
     from xelm.sweep import run_sweep
 
@@ -173,7 +210,8 @@ def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
     for per_set in sweep["methods"].values():
         assert list(per_set) == ["in_domain", "udhr"]
         for set_name, by_k in per_set.items():
-            assert list(by_k) == ["1", "2", "3"] and by_k["1"] == dense[set_name]  # k=1: dense
+            training = {lang: v for lang, v in dense[set_name].items() if lang != "pl"}
+            assert list(by_k) == ["1", "2", "3"] and by_k["1"] == training  # k=1: dense
             assert set(by_k["3"]) == {"en", "fr", "ja"}
     assert (out / "k_sweep.png").stat().st_size > 10_000
     assert "| k | typology | tfidf |" in (out / "sweep.md").read_text()

@@ -34,6 +34,7 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
         "data.train_langs=[en, ru, ja]",
         "data.heldout_langs=[]",
         "data.udhr=false",
+        "adapt=null",
         "data.validation_fraction=0.1",
         "data.test_fraction=0.1",
         f"tokenizer.pretrained={seed}",

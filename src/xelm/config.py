@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from xelm.adapt import AdaptSpec
 from xelm.allocate import AllocationSpec, TfidfAllocationSpec, TypologySpec
 from xelm.data.build import DataConfig
 from xelm.ensemble.build import PriorSpec
@@ -23,6 +24,7 @@ from xelm.tokenizer import TokenizerSpec
 from xelm.train import TrainConfig
 
 __all__ = [
+    "AdaptConfig",
     "AllocationSpec",
     "DataConfig",
     "EnsembleConfig",
@@ -79,6 +81,32 @@ class EnsembleConfig(Spec):
     """also evaluate the parameter average of each allocation's experts"""
 
 
+class AdaptConfig(AdaptSpec):
+    """Stage 4 (HMR vs LAPT): one allocation's X-ELM grown by the new languages, once per
+    parent rule, and the dense model continued on each new language (LAPT), same budget."""
+
+    allocation: str | None = None
+    """the allocation whose X-ELM is adapted (default: the first; its URIEL settings are the
+    typology rule's when it is a typology allocation)"""
+    parents: list[str] = ["typology", "seed"]
+    """one adapted X-ELM per parent rule (overrides `parent`)"""
+    lapt: bool = True
+    """also LAPT of the dense model (needs experts.dense)"""
+
+    @field_validator("parents")
+    @classmethod
+    def _rules(cls, rules: list[str]) -> list[str]:
+        for rule in rules:
+            AdaptSpec._rule(rule)
+        if not rules or len(set(rules)) < len(rules):
+            raise ValueError("name each parent rule once (at least one)")
+        return rules
+
+    def rule(self, parent: str) -> AdaptSpec:
+        """The library's settings for one parent rule."""
+        return self.part(AdaptSpec).replace(parent=parent)
+
+
 # The demo's seed: most of the compute goes here (the paper's regime: a well-trained seed, then
 # a smaller branch budget). A `seed:` section in a config changes only the keys it names.
 SEED_DEFAULTS: dict[str, Any] = {"preset": "demo", "max_tokens": 2_300_000, "checkpoint_every": 50}
@@ -102,6 +130,8 @@ class RunConfig(Spec):
     ensembles: EnsembleConfig | None = EnsembleConfig()
     """ensembles/<allocation> and merged/<allocation> (null: none; needs experts)"""
     eval: EvalConfig = EvalConfig()
+    adapt: AdaptConfig | None = None
+    """adapted/<allocation>-<rule> and lapt/<lang> (null: no adaptation; needs ensembles)"""
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -115,6 +145,31 @@ class RunConfig(Spec):
         if len(set(names)) < len(names):
             raise ValueError(f"two entries named the same ({', '.join(names)})")
         return allocations
+
+    @model_validator(mode="after")
+    def _adaptable(self) -> RunConfig:
+        a = self.adapt
+        if a is None:
+            return self
+        if self.ensembles is None or self.experts is None:
+            raise ValueError("adapt: needs experts and ensembles (an X-ELM to adapt)")
+        if not a.langs:
+            raise ValueError("adapt.langs: name the new languages (e.g. data.heldout_langs)")
+        old = [lang for lang in a.langs if lang in self.data.train_langs]
+        if old:
+            raise ValueError(f"adapt.langs: {', '.join(old)} already in data.train_langs")
+        names = [spec.name for spec in self.allocations]
+        if a.allocation is not None and a.allocation not in names:
+            raise ValueError(f"adapt.allocation {a.allocation!r}: use one of {', '.join(names)}")
+        if a.lapt and not self.experts.dense:
+            raise ValueError("adapt.lapt: needs the dense run (experts.dense: true)")
+        return self
+
+    @property
+    def adapted_allocation(self):
+        """The allocation spec whose X-ELM `adapt` grows."""
+        name = self.adapt.allocation or self.allocations[0].name
+        return next(spec for spec in self.allocations if spec.name == name)
 
 
 def load_config(

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from xelm.errors import XelmError
 from xelm.paths import relative_to
@@ -47,6 +47,18 @@ class BranchSpec(Spec):
         return {**BRANCH_TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value
 
 
+class AdaptedFrom(BaseModel):
+    """Where a new-language expert came from (in its `xelm_expert.json`)."""
+
+    language: str
+    rule: str  # typology, posterior, seed, or index
+    parent: int | None  # the ensemble's expert it branched from; None: the seed
+    parent_languages: list[str]
+    distance: float | None = None  # typology: URIEL distance to the parent's closest language
+    loss: float | None = None  # posterior: the parent's loss on the language's validation pages
+    budget: int  # tokens it was given
+
+
 class ExpertRecord(Record):
     """`xelm_expert.json`: a finished expert's place in its X-ELM."""
 
@@ -66,6 +78,7 @@ class ExpertRecord(Record):
     match: str
     validation_loss: float | None = None  # mean over its languages
     validation: dict[str, dict[str, float]] = {}
+    adapted: AdaptedFrom | None = None  # a new-language expert (`xelm adapt`): its origin
 
 
 class ExpertJob(Spec):

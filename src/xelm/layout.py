@@ -50,6 +50,16 @@ class RunLayout:
     def merged(self, allocation: str) -> Path:
         return self.root / "merged" / allocation
 
+    def adapted(self, allocation: str, rule: str) -> Path:
+        """The allocation's X-ELM grown by the new languages (parents chosen by `rule`)."""
+        return self.root / "adapted" / f"{allocation}-{rule}"
+
+    def adapted_experts(self, allocation: str, rule: str) -> Path:
+        return self.root / "adapted" / f"{allocation}-{rule}.experts"
+
+    def lapt(self, lang: str) -> Path:
+        return self.root / "lapt" / lang
+
     def scores(self, model: str) -> Path:
         """A model's evaluation: {test set: {lang: scores}}."""
         return self.root / "eval" / f"{model}.json"

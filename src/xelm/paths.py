@@ -198,7 +198,7 @@ def link_tree(src: str | Path, dst: str | Path) -> None:
         except OSError:  # another filesystem, or links not allowed
             shutil.copy2(source, target)
 
-    shutil.copytree(src, dst, copy_function=link_or_copy)
+    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
 
 
 def inside(path: str | Path, folder: str | Path) -> bool:

@@ -92,7 +92,7 @@ class Plan:
             key = self.add(
                 "seed", run.seed, build, self.keys["corpus"], self.keys["tokenizer"], seed
             )
-        self.models.append(EvalModel("seed", "seed", run.seed, key))
+        self.models.append(EvalModel("seed", "seed", run.seed, key, langs=self.all_langs()))
         key = fingerprint("unigram", self.keys["corpus"], self.keys["tokenizer"])
         self.models.append(EvalModel("unigram", "unigram", None, key))
 
@@ -124,7 +124,7 @@ class Plan:
         if x.dense:
             build = lambda f: train_dense(run.seed, run.corpus, f, x)  # noqa: E731
             key = self.add("dense", run.dense, build, self.keys["seed"], x.tokens, x.train)
-            self.models.append(EvalModel("dense", "dense", run.dense, key))
+            self.models.append(EvalModel("dense", "dense", run.dense, key, langs=self.all_langs()))
 
     def ensembles(self) -> None:
         """Per allocation: the ensemble folder (evaluated once per router that applies) and the
@@ -157,6 +157,49 @@ class Plan:
                     EvalModel(f"merged/{name}", "merged", run.merged(name), key, name)
                 )
 
+    def all_langs(self) -> dict[str, list[str]] | None:
+        """Seed and dense are scored on the new languages too when the run adapts."""
+        a = self.cfg.adapt
+        if a is None:
+            return None
+        langs = self.cfg.data.train_langs + a.langs
+        return {"in_domain": langs, "udhr": langs}
+
+    def adaptation(self) -> None:
+        """HMR: the chosen allocation's X-ELM grown by the new languages, once per parent rule;
+        LAPT: the dense model continued on each new language. The adapted X-ELMs are scored on
+        every language (forgetting, new languages), LAPT on its language and, in domain, on the
+        training languages (forgetting)."""
+        a, run, train_langs = self.cfg.adapt, self.run, self.cfg.data.train_langs
+        alloc = self.cfg.adapted_allocation
+        name = alloc.name
+        uriel = alloc if alloc.method == "typology" else a.uriel
+        router = next(c for c in self.cfg.ensembles.routers if c.applies_to(alloc.method))
+        every = {"in_domain": train_langs + a.langs, "udhr": a.langs}
+        for rule in a.parents:
+            spec = a.rule(rule).replace(uriel=uriel)
+            build = functools.partial(
+                _adapt, run.ensemble(name), run.corpus, spec, run.adapted_experts(name, rule)
+            )
+            folder = run.adapted(name, rule)
+            key = self.add(
+                f"adapt {name}-{rule}", folder, build, self.keys[f"ensemble {name}"], spec
+            )
+            label = f"adapted/{name}-{rule}/{router.name}"
+            model = EvalModel(label, "adapted", folder, key, name, router, every, rule)
+            self.models.append(model)
+        if a.lapt:
+            lapt_spec = a.rule(a.parents[0])
+            for lang in a.langs:
+                build = functools.partial(_lapt, run.dense, run.corpus, lang, lapt_spec)
+                key = self.add(
+                    f"lapt {lang}", run.lapt(lang), build, self.keys["dense"], a.tokens, a.train
+                )
+                langs = {"in_domain": [lang, *train_langs], "udhr": [lang]}
+                self.models.append(
+                    EvalModel(f"lapt/{lang}", "lapt", run.lapt(lang), key, langs=langs)
+                )
+
     def evaluations(self) -> None:
         """One stage per model (and router), so adding one scores only that one."""
         d, e, run = self.cfg.data, self.cfg.eval, self.run
@@ -166,11 +209,12 @@ class Plan:
         sets_key = fingerprint(self.keys["corpus"], self.keys.get("udhr"), e)
         route_tokens = self.cfg.ensembles.route_tokens if self.cfg.ensembles else None
         for model in self.models:
+            langs = {s: (model.langs or {}).get(s, d.train_langs) for s in sets}
             build = functools.partial(
                 _evaluate,
                 model,
                 sets,
-                d.train_langs,
+                langs,
                 e.max_docs,
                 route_tokens,
                 self.tokenizer,
@@ -186,6 +230,7 @@ class Plan:
                 sets_key,
                 model.router,
                 route_tokens if model.router else None,
+                *([model.langs] if model.langs else []),  # older runs' keys stay valid
             )
 
     def report(self) -> None:
@@ -195,15 +240,17 @@ class Plan:
             plotted += [
                 m.name for m in self.models if m.allocation == spec.name and m.kind == "x-elm"
             ][:1]
+        new_langs = self.cfg.adapt.langs if self.cfg.adapt else []
         build = functools.partial(
-            _report, self.run, self.models, self.cfg.data.train_langs, plotted
+            _report, self.run, self.models, self.cfg.data.train_langs, plotted, new_langs
         )
         evals = {m.name: self.keys[f"eval {m.name}"] for m in self.models}
         self.add("report", self.run.report, build, evals, plotted)
 
 
-def plan(cfg: RunConfig, log: Log = print) -> Plan:
-    """The stages that build the run's models (and the models they give)."""
+def plan(cfg: RunConfig, log: Log = print, adapt: bool = True) -> Plan:
+    """The stages that build the run's models (and the models they give); `adapt=False`: not
+    the adaptation's (a sweep over k needs only the X-ELMs)."""
     p = Plan(cfg, log)
     p.data()
     p.seed()
@@ -212,12 +259,14 @@ def plan(cfg: RunConfig, log: Log = print) -> Plan:
         p.experts()
         if cfg.ensembles is not None:
             p.ensembles()
+            if cfg.adapt is not None and adapt:
+                p.adaptation()
     return p
 
 
 def stages(cfg: RunConfig, log: Log = print, report: bool = True) -> list[Stage]:
     """The run's stages in order, each with the fingerprint that decides whether it is stale."""
-    p = plan(cfg, log)
+    p = plan(cfg, log, adapt=report)
     p.evaluations()
     if report:
         p.report()
@@ -261,6 +310,18 @@ def _ensemble(experts: Path, corpus: Path, prior, folder: Path) -> None:
     )
 
 
+def _adapt(ensemble: Path, corpus: Path, spec, experts_dir: Path, folder: Path) -> None:
+    from xelm.adapt import adapt_ensemble
+
+    adapt_ensemble(ensemble, corpus, folder, spec, experts_dir, progress=False)
+
+
+def _lapt(dense: Path, corpus: Path, lang: str, spec, folder: Path) -> None:
+    from xelm.adapt import lapt
+
+    lapt(dense, corpus, lang, folder, spec, progress=False)
+
+
 def _merge(experts: Path, folder: Path) -> None:
     from xelm.ensemble.build import merge_average
 
@@ -270,7 +331,7 @@ def _merge(experts: Path, folder: Path) -> None:
 def _evaluate(
     model: EvalModel,
     sets: dict,
-    langs: list[str],
+    langs: dict[str, list[str]],
     max_docs: int | None,
     route_tokens: int | None,
     tokenizer: str,
@@ -284,7 +345,12 @@ def _evaluate(
         log(f"  {model.name}: {set_name} ({corpus_dir}, {split})")
         if model.path is None:
             results[set_name] = unigram_baseline(
-                tokenizer, corpus_dir, split, langs, max_docs, train_corpus_dir=train_corpus
+                tokenizer,
+                corpus_dir,
+                split,
+                langs[set_name],
+                max_docs,
+                train_corpus_dir=train_corpus,
             )
             continue
         how = {}
@@ -297,15 +363,21 @@ def _evaluate(
                 "route_tokens": route_tokens,
             }
         results[set_name] = evaluate_model(
-            model.path, corpus_dir, split, langs, max_docs=max_docs, **how
+            model.path, corpus_dir, split, langs[set_name], max_docs=max_docs, **how
         )
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 
 
 def _report(
-    run: RunLayout, models: list[EvalModel], langs: list[str], plotted: list[str], out: Path
+    run: RunLayout,
+    models: list[EvalModel],
+    langs: list[str],
+    plotted: list[str],
+    new_langs: list[str],
+    out: Path,
 ) -> None:
-    write_report(run, models, langs, plotted, title=f"X-ELM run report: {run.root}")
+    title = f"X-ELM run report: {run.root}"
+    write_report(run, models, langs, plotted, title, new_langs)
 
 
 # ---------------------------------------------------------------------------------------------

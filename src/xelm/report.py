@@ -59,13 +59,35 @@ def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:
             costs[m.name] = Cost(tokens=info.tokens, seconds=info.seconds, seed_tokens=seed.tokens)
         elif m.kind in ("x-elm", "merged"):
             costs[m.name] = experts(m.allocation)
+        elif m.kind in ("adapted", "lapt"):  # what it cost on top of the model it grew from
+            start = (
+                experts(m.allocation)
+                if m.kind == "adapted"
+                else Cost(**TrainRecord.read(run.dense).model_dump(include={"tokens", "seconds"}))
+            )
+            folders = (
+                expert_folders(run.adapted_experts(m.allocation, m.rule))
+                if m.kind == "adapted"
+                else [m.path]
+            )
+            new = [TrainRecord.read(f) for f in folders]
+            costs[m.name] = start.model_copy(
+                update={
+                    "tokens": start.tokens + sum(i.tokens for i in new),
+                    "seconds": round(start.seconds + sum(i.seconds for i in new), 2),
+                }
+            )
         else:
             costs[m.name] = Cost(tokens=0, seconds=0)
     return costs
 
 
 def build_results(
-    run: RunLayout, models: list[EvalModel], langs: list[str], plotted: list[str]
+    run: RunLayout,
+    models: list[EvalModel],
+    langs: list[str],
+    plotted: list[str],
+    new_langs: list[str] | None = None,
 ) -> Results:
     """Every model's scores (its evaluation file) and training cost."""
     costs = training_costs(run, models)
@@ -75,12 +97,15 @@ def build_results(
         entries[m.name] = ModelResults(
             kind=m.kind,
             cost=costs[m.name],
-            allocation=m.allocation if m.kind == "x-elm" else None,
+            allocation=m.allocation if m.kind in ("x-elm", "adapted") else None,
             router=m.router.name if m.router else None,
+            rule=m.rule,
             scores=scores,
         )
     sets = list(next(iter(entries.values())).scores)
-    return Results(train_langs=langs, sets=sets, plotted=plotted, models=entries)
+    return Results(
+        train_langs=langs, new_langs=new_langs or [], sets=sets, plotted=plotted, models=entries
+    )
 
 
 # --- numbers → words --------------------------------------------------------------------------
@@ -283,7 +308,7 @@ def report_markdown(
     parts += [f"- {line}" for line in summary(results)] or ["- (no dense baseline to compare)"]
     parts.append("")
     for set_name in results.sets:
-        scores = {n: results.bits(n, set_name) for n in results.models}
+        scores = {n: results.bits(n, set_name) for n in results.main_models}
         parts.append(f"## Bits per byte, {SET_TITLES.get(set_name, set_name)} (lower is better)\n")
         parts.append(markdown_table(scores))
         if set_name in plots:
@@ -337,10 +362,13 @@ def write_report(
     langs: list[str],
     plotted: list[str],
     title: str = "X-ELM run report",
+    new_langs: list[str] | None = None,
 ) -> Results:
     """`results.json`, `report.md`, `report.html` and `plots/` of the run; report.md is written
     last, so its presence means the report is complete."""
-    results = build_results(run, models, langs, plotted)
+    from xelm.adapt_report import adaptation_markdown, plot_adaptation
+
+    results = build_results(run, models, langs, plotted, new_langs)
     run.plots.mkdir(exist_ok=True)
     plots = {}
     for set_name in results.sets:
@@ -349,8 +377,13 @@ def write_report(
     if "dense" in results.models and len(plotted) > 2:
         plot_improvement(results, run.plots / "improvement_over_dense.png")
         plots["improvement"] = "plots/improvement_over_dense.png"
+    adaptation_plot = None
+    if results.new_langs:
+        plot_adaptation(results, run.plots / "adaptation.png")
+        adaptation_plot = "plots/adaptation.png"
     atomic_write_text(run.results, results.dumps())
     markdown = report_markdown(results, plots, title, routing_analysis(run, results))
+    markdown += adaptation_markdown(results, adaptation_plot)
     atomic_write_text(run.report_html, markdown_to_html(markdown, run.root, title))
     atomic_write_text(run.report, markdown)
     return results

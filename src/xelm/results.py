@@ -11,17 +11,23 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, model_serializer, model
 from xelm.ensemble.routers import RouterChoice
 from xelm.spec import Record
 
+# seed, unigram, dense, an X-ELM (`<allocation>/<router>`), BTM's merge; after adaptation: an
+# adapted X-ELM (`adapted/<allocation>-<rule>/<router>`) and LAPT (`lapt/<lang>`)
+Kind = Literal["seed", "unigram", "dense", "x-elm", "merged", "adapted", "lapt"]
+
 
 @dataclass(frozen=True)
 class EvalModel:
     """A model a run evaluates (and its report compares)."""
 
-    name: str  # seed, unigram, dense, <allocation>/<router>, merged/<allocation>
-    kind: Literal["seed", "unigram", "dense", "x-elm", "merged"]
+    name: str  # seed, unigram, dense, <allocation>/<router>, merged/<allocation>, ...
+    kind: Kind
     path: Path | None  # None: the unigram baseline
     key: str  # fingerprint of what built it
     allocation: str | None = None
     router: RouterChoice | None = None
+    langs: dict[str, list[str]] | None = None  # per test set (None: the training languages)
+    rule: str | None = None  # adapted X-ELMs: the parent rule
 
 
 class LangScores(BaseModel):
@@ -64,17 +70,18 @@ class ModelResults(BaseModel):
     """One model in `results.json`: its kind, cost and scores on every test set. In the file each
     test set is a key of the model's entry, beside `kind` and `cost`."""
 
-    kind: Literal["seed", "unigram", "dense", "x-elm", "merged"]
+    kind: Kind
     cost: Cost
     allocation: str | None = None
     router: str | None = None
+    rule: str | None = None  # adapted X-ELMs: how the new experts' parents were chosen
     scores: dict[str, Scores]  # by test set
 
     @model_validator(mode="before")
     @classmethod
     def _sets_are_keys(cls, data: Any) -> Any:
         if isinstance(data, dict) and "scores" not in data:
-            own = {"kind", "cost", "allocation", "router"}
+            own = {"kind", "cost", "allocation", "router", "rule"}
             sets = {k: v for k, v in data.items() if k not in own}
             data = {**{k: v for k, v in data.items() if k in own}, "scores": sets}
         return data
@@ -90,12 +97,21 @@ class Results(Record):
 
     FILE = "results.json"
     train_langs: list[str]
+    new_langs: list[str] = []  # adaptation: the languages added after training
     sets: list[str]
     plotted: list[str]  # the models the plots show (one router per allocation)
     models: dict[str, ModelResults]
 
-    def bits(self, model: str, test_set: str) -> dict[str, float]:
-        return bits(self.models[model].scores[test_set])
+    def bits(self, model: str, test_set: str, langs: list[str] | None = None) -> dict[str, float]:
+        """Bits/byte by language: of `langs`, or of the training languages (the main tables'
+        languages; the new languages of an adaptation are reported apart)."""
+        scores = bits(self.models[model].scores[test_set])
+        return {lang: scores[lang] for lang in langs or self.train_langs if lang in scores}
+
+    @property
+    def main_models(self) -> list[str]:
+        """The models of the main tables (not the adaptation's)."""
+        return [n for n, m in self.models.items() if m.kind not in ("adapted", "lapt")]
 
     def dumps(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=True) + "\n"

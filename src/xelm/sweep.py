@@ -63,7 +63,11 @@ def collect_sweep(cfg: RunConfig, ks: list[int], methods: list[str], router: Rou
         for k in out["k"]:
             name = "dense" if k == 1 else f"{method}-k{k}/{router.name}"
             for set_name, scores in read_scores(run.scores(name)).items():
-                by_lang = {lang: s.model_dump(exclude_none=True) for lang, s in scores.items()}
+                by_lang = {  # the training languages (dense also has an adaptation's new ones)
+                    lang: s.model_dump(exclude_none=True)
+                    for lang, s in scores.items()
+                    if lang in cfg.data.train_langs
+                }
                 per_set.setdefault(set_name, {})[k] = by_lang
         out["methods"][method] = per_set
     return out

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import xelm
-from xelm.cli import allocate, data, ensemble, evaluate, run, tokenizer, train
+from xelm.cli import adapt, allocate, data, ensemble, evaluate, run, tokenizer, train
 from xelm.cli.common import console, err_console
 from xelm.errors import XelmError
 
@@ -28,6 +28,7 @@ Pipeline (each stage writes one folder of a run directory):
   allocate   split the training data into k clusters (TF-IDF documents / typology languages)
   ensemble   mix the experts into one X-ELM (loads with from_pretrained); merge averages them
   eval       per-language perplexity and bits per byte, models side by side
+  adapt      teach an X-ELM new languages (HMR: new experts), or the dense model (LAPT)
   run        every stage of a YAML config, then the report; finished stages are skipped
   sweep      the best-k study: the same budget for k = 1, 2, 4, 8, ..., both allocations
 """
@@ -39,7 +40,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-for group in (data, tokenizer, train, allocate, evaluate, ensemble):
+for group in (data, tokenizer, train, allocate, evaluate, ensemble, adapt):
     app.add_typer(group.app, name=group.NAME)
 app.add_typer(ensemble.merge_app, name="merge")
 app.command("run")(run.run_cmd)

@@ -45,7 +45,7 @@ def ensemble_build(
     ] = None,
     prior_docs: Annotated[int | None, setting(PriorSpec, "documents")] = None,
 ) -> None:
-    """An X-ELM ensemble folder (loads with from_pretrained) referencing the experts."""
+    """An X-ELM ensemble folder (loads with from_pretrained) holding the experts."""
     from xelm.ensemble.build import build_ensemble
     from xelm.experts import expert_folders
 

@@ -33,7 +33,7 @@ def run_cmd(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None) -> None:
     if done.results is None:
         return
     for set_name in done.results.sets:
-        scores = {n: done.results.bits(n, set_name) for n in done.results.models}
+        scores = {n: done.results.bits(n, set_name) for n in done.results.main_models}
         title = f"bits/byte, {SET_TITLES.get(set_name, set_name)} (lower is better)"
         for table in score_tables(console, scores, title):
             console.print(table)

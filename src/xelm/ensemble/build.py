@@ -79,16 +79,24 @@ def estimate_prior(
                 padding=True,
                 return_tensors="pt",
             )
-            out = model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=True
+            # every token after the first is scored; only each expert's target log-probability
+            # is formed, never the (batch, time, experts, vocabulary) mixture
+            mask = batch.attention_mask.bool()
+            scored = torch.zeros_like(mask)
+            scored[:, :-1] = mask[:, 1:]
+            _, log_alpha = model.score(
+                batch.input_ids, batch.attention_mask, scored, return_posterior=True
             )
-            total += model.router.posterior(out.cache.loglik).exp().sum(0).double()
+            total += log_alpha.exp().sum(0).double()
     prior = total / total.sum()
     return [round(float(x), 6) for x in prior / prior.sum()]
 
 
-def cached_prior(folder: Path, corpus_dir: str | Path, spec: PriorSpec) -> list[float]:
-    """The prior of the ensemble in `folder` from the corpus's held-out documents."""
+def cached_prior(
+    folder: Path, corpus_dir: str | Path, spec: PriorSpec, langs: list[str] | None = None
+) -> list[float]:
+    """The prior of the ensemble in `folder` from the corpus's held-out documents of `langs`
+    (default: its training languages)."""
     import itertools
 
     from xelm.corpus import Corpus
@@ -97,7 +105,7 @@ def cached_prior(folder: Path, corpus_dir: str | Path, spec: PriorSpec) -> list[
     corpus = Corpus(corpus_dir)
     texts = [
         d.text
-        for lang in corpus.train_langs
+        for lang in langs or corpus.train_langs
         for d in itertools.islice(corpus.documents(spec.split, [lang]), spec.documents)
     ]
     model = XELMForCausalLM.from_pretrained(folder, router="uniform")
