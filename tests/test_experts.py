@@ -65,3 +65,40 @@ def test_dense_and_experts_consume_the_same_tokens(branch_setup):
     # a re-run trains nothing: finished experts are skipped
     again = train_experts(seed, alloc, root / "exp", branch(T, "even", "batch"), progress=False)
     assert [e.seconds for e in again] == [e.seconds for e in experts]
+
+
+def test_multi_round_experts_train_down_the_typology_tree(branch_setup, lm_setup):
+    """HMR's rounds: round 1 the whole tree (k=1) from the seed, round 2 the k=2 clusters from
+    it; each round T/2 tokens, so together they match the dense run."""
+    from xelm.allocate.tfidf import TfidfAllocationSpec, allocate_tfidf
+    from xelm.experts import plan_rounds, tree_cut
+
+    root, seed, alloc = branch_setup
+    a = Allocation(alloc)
+    assert tree_cut(a, 3) == [[x] for x in a.record.tree["labels"]]
+    assert tree_cut(a, 1) == [a.record.tree["labels"]]
+    assert sorted(map(sorted, tree_cut(a, 2))) == sorted(sorted(c.languages) for c in a.clusters)
+    T = 16 * 4 * 32
+    spec = branch(T).replace(rounds=2)
+    first, last = plan_rounds(seed, alloc, root / "hmr", spec)
+    (trunk,) = first
+    assert sorted(trunk.languages) == ["en", "ja", "ru"] and trunk.seed == str(seed)
+    assert trunk.config.langs == trunk.languages and trunk.config.allocation is None
+    assert all(j.seed == str(trunk.out) and j.config.cluster == j.cluster for j in last)
+    assert trunk.config.max_tokens == T // 2
+    assert sum(j.config.max_tokens for j in last) == T // 2
+    # lr = 0 through both rounds: every expert is still exactly the seed, and says where from
+    infos = train_experts(
+        seed, alloc, root / "hmr", branch(T, lr=0.0).replace(rounds=2), progress=False
+    )
+    weights = load_file(seed / "model.safetensors")
+    for info in infos:
+        got = load_file(root / "hmr" / f"expert_{info.cluster:02d}" / "model.safetensors")
+        assert all((got[k] == v).all() for k, v in weights.items())
+        assert (root / "hmr" / f"expert_{info.cluster:02d}" / info.seed).resolve() == (
+            root / "hmr" / "round_1" / "node_00"
+        ).resolve()
+    tfidf = root / "alloc-tfidf-rounds"
+    allocate_tfidf(lm_setup / "corpus", tfidf, TfidfAllocationSpec(k=2), progress=False)
+    with pytest.raises(XelmError, match="a tfidf allocation has none; use rounds: 1"):
+        plan_rounds(seed, tfidf, root / "nope", spec)

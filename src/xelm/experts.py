@@ -40,6 +40,10 @@ class BranchSpec(Spec):
     paper's); batch: the dense batch for a share of the steps"""
     train: TrainConfig = TrainConfig(**BRANCH_TRAIN_DEFAULTS)
     """the training loop's settings (corpus, init and out are filled in per expert)"""
+    rounds: int = Field(1, ge=1)
+    """HMR's multi-round training: 1 branches every expert from the seed (BTM); R > 1 trains
+    down a typology allocation's merge tree, round r on the tree cut at k/2^(R-r) clusters,
+    each branched from its parent of round r-1, with T/R tokens per round"""
 
     @field_validator("train", mode="before")
     @classmethod
@@ -168,7 +172,21 @@ def cluster_tokens(alloc, tokenizer) -> list[int]:
 def plan_experts(
     seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec
 ) -> list[ExpertJob]:
-    """One training config per cluster: init = the seed, data = the cluster, budget per `spec`."""
+    """One training config per cluster: data = the cluster, budget per `spec`, branched from
+    the seed (or, with `spec.rounds` > 1, from its parent of the previous round: these are the
+    last round's jobs; `plan_rounds` gives every round's)."""
+    return plan_rounds(seed, allocation, out, spec)[-1]
+
+
+def plan_rounds(
+    seed: str | Path, allocation: str | Path, out: str | Path, spec: BranchSpec
+) -> list[list[ExpertJob]]:
+    """Every round's jobs, in the order they must run (one round unless `spec.rounds` > 1).
+
+    Round r < R trains the clusters of the allocation's merge tree cut at ⌈k / 2^(R-r)⌉ (on
+    their languages), round R the allocation's own clusters (`out/expert_XX`). Each round gets
+    T/R tokens, split across its clusters as `spec.split` and `spec.match` say, so the rounds
+    together are compute-matched to the dense run (whole steps: up to R-1 steps fewer)."""
     from xelm.allocate.allocation import Allocation
     from xelm.tokenizer import load_tokenizer
 
@@ -178,13 +196,69 @@ def plan_experts(
     alloc = Allocation(allocation)
     tokenizer = load_tokenizer(base.tokenizer or str(seed))
     check_seed_vocab(seed, tokenizer, base.tokenizer or str(seed))
+    last = list(alloc.clusters)
+    final = [list(c.languages) for c in last]
+    cuts = [max(1, -(-alloc.k // 2 ** (spec.rounds - r))) for r in range(1, spec.rounds)]
+    if spec.rounds > 1 and alloc.record.tree is None:
+        raise XelmError(
+            f"{alloc.path}: experts.rounds {spec.rounds} trains down a typology allocation's "
+            f"merge tree, and a {alloc.method} allocation has none; use rounds: 1"
+        )
+    per_round = spec.replace(tokens=spec.tokens // spec.rounds)
+    rounds: list[list[ExpertJob]] = []
+    parents = {lang: str(seed) for lang in alloc.languages}
+    for r, k in enumerate(cuts, start=1):
+        groups = tree_cut(alloc, k)
+        sizes = [_language_tokens(alloc, tokenizer, g) for g in groups]
+        folder = Path(out) / f"round_{r}"
+        jobs = _jobs(groups, sizes, [parents[g[0]] for g in groups], per_round, alloc, folder)
+        rounds.append(jobs)
+        parents = {lang: str(j.out) for j in jobs for lang in j.languages}
     sizes = cluster_tokens(alloc, tokenizer)
-    even = [1 / alloc.k] * alloc.k
-    shares = [s / sum(sizes) for s in sizes] if spec.split == "proportional" else even
+    inits = [parents[langs[0]] for langs in final]
+    rounds.append(_jobs(final, sizes, inits, per_round, alloc, Path(out), clusters=True))
+    return rounds
+
+
+def tree_cut(alloc, k: int) -> list[list[str]]:
+    """The languages of each cluster when a typology allocation's merge tree is cut at k (the
+    first n - k merges), ordered as the allocation orders its clusters."""
+    tree = alloc.record.tree
+    labels = tree["labels"]
+    groups = [{lang} for lang in labels]
+    for merge in tree["merges"][: len(labels) - k]:
+        merged = set(merge["languages"])
+        groups = [g for g in groups if not g <= merged] + [merged]
+    ordered = [sorted(g, key=labels.index) for g in groups]
+    return sorted(ordered, key=lambda g: labels.index(g[0]))
+
+
+def _language_tokens(alloc, tokenizer, langs: list[str]) -> int:
+    from xelm.corpus import Corpus
+    from xelm.tokens import token_streams
+
+    streams = token_streams(Corpus(alloc.corpus), tokenizer, "train", langs)
+    return sum(s.tokens for s in streams.values())
+
+
+def _jobs(
+    groups: list[list[str]],
+    sizes: list[int],
+    inits: list[str],
+    spec: BranchSpec,
+    alloc,
+    out: Path,
+    clusters: bool = False,
+) -> list[ExpertJob]:
+    """One job per group of languages, the budget split per `spec`; `clusters`: the groups
+    are the allocation's clusters (its document assignments select the data)."""
+    base = spec.train
+    k = len(groups)
+    shares = [s / sum(sizes) for s in sizes] if spec.split == "proportional" else [1 / k] * k
     dense_steps = spec.tokens // base.tokens_per_step()
     micros = apportion(base.micro_batch_size, shares)
     jobs = []
-    for c, share in enumerate(shares):
+    for c, (langs, share, init) in enumerate(zip(groups, shares, inits, strict=True)):
         if spec.match == "updates":  # the dense run's steps, this share of its batch
             micro = micros[c]
             tokens = dense_steps * micro * base.grad_accum_steps * base.seq_len
@@ -195,22 +269,26 @@ def plan_experts(
                 f"--tokens {spec.tokens:,} is too small: expert {c} ({share:.0%} of the budget) "
                 "would not make one optimizer step; raise the budget or shrink the batch"
             )
+        data = (
+            {"allocation": str(alloc.path), "cluster": c}
+            if clusters
+            else {"langs": langs, "allocation": None, "cluster": None}
+        )
         cfg = base.replace(
             corpus=str(Path(alloc.corpus)),
-            init=str(seed),
+            init=init,
             preset=None,
             max_tokens=tokens,
             micro_batch_size=micro,
-            allocation=str(alloc.path),
-            cluster=c,
-            out=str(Path(out) / f"expert_{c:02d}"),
+            out=str(out / (f"expert_{c:02d}" if clusters else f"node_{c:02d}")),
+            **data,
         )
         jobs.append(
             ExpertJob(
                 cluster=c,
-                languages=list(alloc.clusters[c].languages),
+                languages=langs,
                 share=share,
-                seed=str(seed),
+                seed=init,
                 split=spec.split,
                 match=spec.match,
                 config=cfg,
@@ -253,7 +331,7 @@ def train_expert(job: ExpertJob, progress: bool = True) -> ExpertRecord:
         resumed_at=run.resumed_at,
         seed=relative_to(job.seed, job.out),
         seed_hash=seed_hash(job.seed),
-        allocation=relative_to(job.config.allocation, job.out),
+        allocation=relative_to(job.config.allocation, job.out) if job.config.allocation else None,
         split=job.split,
         match=job.match,
         validation_loss=run.mean_validation_loss,
@@ -271,9 +349,10 @@ def train_experts(
     spec: BranchSpec,
     progress: bool = True,
 ) -> list[ExpertRecord]:
-    """Plan and train every expert one after another in this process (the sequential
-    launcher without its live view; `xelm.launch` has the others)."""
-    return [train_expert(job, progress) for job in plan_experts(seed, allocation, out, spec)]
+    """Plan and train every expert one after another in this process, round by round (the
+    sequential launcher without its live view; `xelm.launch` has the others)."""
+    rounds = plan_rounds(seed, allocation, out, spec)
+    return [train_expert(job, progress) for jobs in rounds for job in jobs][-len(rounds[-1]) :]
 
 
 def train_dense(

@@ -20,7 +20,7 @@ from xelm.config import RunConfig, dump_config
 from xelm.data.build import build_corpus, build_udhr_corpus
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
-from xelm.experts import expert_folders, plan_experts, train_dense
+from xelm.experts import expert_folders, plan_rounds, train_dense
 from xelm.launch import launch
 from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text, exclusive
@@ -291,14 +291,16 @@ def _allocate(corpus: Path, spec, folder: Path) -> None:
 
 
 def _experts(run: RunLayout, name: str, spec, log: Log, folder: Path) -> None:
-    jobs = plan_experts(run.seed, run.allocation(name), folder, spec)
-    for o in launch(jobs, spec, folder / "jobs"):
-        if o.status == "failed":
-            raise XelmError(f"{folder}: {o.job.name} failed ({o.error}); re-run to train it")
-        log(
-            f"  {o.job.name} ({' '.join(o.job.languages[:6])}): {o.info.tokens:,} tokens, "
-            f"validation loss {o.info.validation_loss:.3f}"
-        )
+    rounds = plan_rounds(run.seed, run.allocation(name), folder, spec)
+    for r, jobs in enumerate(rounds, start=1):
+        where = f"round {r}/{len(rounds)}: " if len(rounds) > 1 else ""
+        for o in launch(jobs, spec, jobs[0].out.parent / "jobs"):
+            if o.status == "failed":
+                raise XelmError(f"{folder}: {o.job.name} failed ({o.error}); re-run to train it")
+            log(
+                f"  {where}{o.job.name} ({' '.join(o.job.languages[:6])}): "
+                f"{o.info.tokens:,} tokens, validation loss {o.info.validation_loss:.3f}"
+            )
 
 
 def _ensemble(experts: Path, corpus: Path, prior, folder: Path) -> None:

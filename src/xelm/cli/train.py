@@ -120,6 +120,7 @@ def train_experts_cmd(
     tokens: Annotated[int | None, setting(BranchSpec, "tokens")] = None,
     split: Annotated[Split | None, setting(BranchSpec, "split")] = None,
     match: Annotated[Match | None, setting(BranchSpec, "match")] = None,
+    rounds: Annotated[int | None, setting(BranchSpec, "rounds")] = None,
     launcher: Annotated[Launcher | None, setting(LaunchSpec, "launcher")] = None,
     workers: Annotated[int | None, setting(LaunchSpec, "workers")] = None,
     gpus_per_expert: Annotated[int | None, setting(LaunchSpec, "gpus_per_expert")] = None,
@@ -138,10 +139,12 @@ def train_experts_cmd(
     """Branch-Train: one expert per cluster, each an exact copy of the seed trained on its
     cluster only. Finished experts are skipped and interrupted ones resume, so re-running the
     same command trains only what is missing or failed."""
-    from xelm.experts import plan_experts
+    from xelm.experts import plan_rounds
     from xelm.launch import launch
 
-    spec = _branch_spec(config, set_, tokens=tokens, split=value(split), match=value(match))
+    spec = _branch_spec(
+        config, set_, tokens=tokens, split=value(split), match=value(match), rounds=rounds
+    )
     how = load_spec(
         LaunchSpec,
         values={
@@ -154,16 +157,18 @@ def train_experts_cmd(
         },
     )
     with console.status("planning the experts (tokenising clusters on first use)"):
-        jobs = plan_experts(seed, allocation, out, spec)
-    outcomes = launch(jobs, how, out / "jobs", progress=not quiet)
-    console.print(experts_table(outcomes, f"{out}: {len(jobs)} experts from {seed}"))
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        names = ", ".join(f"{o.job.name} ({o.error})" for o in failed)
-        raise XelmError(
-            f"{len(failed)} of {len(outcomes)} experts failed: {names}; the others "
-            "are intact: re-run the same command to train only these"
-        )
+        rounds = plan_rounds(seed, allocation, out, spec)
+    for r, jobs in enumerate(rounds, start=1):
+        outcomes = launch(jobs, how, jobs[0].out.parent / "jobs", progress=not quiet)
+        what = f"round {r} of {len(rounds)}, " if len(rounds) > 1 else ""
+        console.print(experts_table(outcomes, f"{jobs[0].out.parent}: {what}{len(jobs)} experts"))
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            names = ", ".join(f"{o.job.name} ({o.error})" for o in failed)
+            raise XelmError(
+                f"{len(failed)} of {len(outcomes)} experts failed: {names}; the others "
+                "are intact: re-run the same command to train only these"
+            )
 
 
 @app.command("job")
