@@ -32,6 +32,7 @@ MODELS = [
     "merged/typology-k2",
     *(f"tfidf-k2/{r}" for r in ROUTERS),
     "merged/tfidf-k2",
+    "typology-k2-r2/posterior",  # experts.multi_round: 2 (HMR's rounds), its first router
     "adapted/typology-k2-typology/posterior",  # tiny.yaml's adapt: pl, two parent rules
     "adapted/typology-k2-seed/posterior",
     "lapt/pl",
@@ -46,6 +47,8 @@ STAGES = [
     *ALLOCATION_STAGES,
     *(f"{stage} {a}" for a in ALLOCATIONS for stage in ("experts", "ensemble", "merged")),
     "dense",
+    "experts typology-k2-r2",
+    "ensemble typology-k2-r2",
     *ADAPT_STAGES,
     *(f"eval {m}" for m in MODELS),
     "report",
@@ -195,6 +198,24 @@ def test_adaptation_grows_the_x_elm_and_leaves_its_experts_untouched(tiny_run):
     assert "## Adapting to new languages: HMR vs LAPT" in report
     assert "| pl |" in report and "### Forgetting" in report
     assert (run_dir / "plots" / "adaptation.png").stat().st_size > 10_000
+
+
+def test_multi_round_experts_branch_from_their_round_one_parent(tiny_run):
+    from xelm.experts import ExpertRecord
+
+    cfg, _ = tiny_run
+    run_dir = Path(cfg.run_dir)
+    experts = run_dir / "experts" / "typology-k2-r2"
+    (trunk,) = sorted((experts / "round_1").glob("node_*"))
+    for e in range(2):
+        record = ExpertRecord.read(experts / f"expert_{e:02d}")
+        assert (experts / f"expert_{e:02d}" / record.seed).resolve() == trunk.resolve()
+    results = Results.read(run_dir)
+    one, two = results.models["typology-k2/posterior"], results.models["typology-k2-r2/posterior"]
+    # compute-matched over both rounds (each T/2, to whole steps)
+    assert one.cost.tokens == results.models["dense"].cost.tokens
+    assert one.cost.tokens - 2 * 64 * 8 <= two.cost.tokens <= one.cost.tokens
+    assert "typology-k2-r2/posterior" in (run_dir / "report.md").read_text()
 
 
 def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):

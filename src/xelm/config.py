@@ -57,6 +57,9 @@ class ExpertsConfig(BranchSpec, LaunchSpec):
 
     dense: bool = no_effect(True)
     """also train the dense (k=1) baseline"""
+    multi_round: int | None = no_effect(None, ge=2)
+    """also train each typology allocation's experts in this many rounds (HMR), as the X-ELM
+    `<allocation>-r<R>`, to compare with single-round experts at the same k"""
 
 
 def _demo_routers() -> list[RouterChoice]:

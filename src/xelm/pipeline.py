@@ -107,19 +107,34 @@ class Plan:
                 spec,
             )
 
+    def expert_sets(self) -> list[tuple[str, object, int]]:
+        """(name, allocation spec, rounds) of every set of experts: one per allocation, and
+        with `experts.multi_round: R` also `<allocation>-r<R>` for each typology allocation
+        (the same clusters trained down the merge tree in R rounds, for the same-k table)."""
+        x = self.cfg.experts
+        sets = [(spec.name, spec, x.rounds) for spec in self.cfg.allocations]
+        if x.multi_round:
+            r = x.multi_round
+            sets += [
+                (f"{spec.name}-r{r}", spec, r)
+                for spec in self.cfg.allocations
+                if spec.method == "typology"
+            ]
+        return sets
+
     def experts(self) -> None:
         x, run = self.cfg.experts, self.run
         x = x.replace(train=x.train.replace(corpus=str(run.corpus), init=str(run.seed)))
-        for spec in self.cfg.allocations:
-            name = spec.name
-            build = functools.partial(_experts, run, name, x, self.log)
+        for name, spec, rounds in self.expert_sets():
+            branch = x.replace(rounds=rounds)
+            build = functools.partial(_experts, run, spec.name, branch, self.log)
             self.add(
                 f"experts {name}",
                 run.experts(name),
                 build,
                 self.keys["seed"],
-                self.keys[f"allocation {name}"],
-                x,
+                self.keys[f"allocation {spec.name}"],
+                branch,
             )
         if x.dense:
             build = lambda f: train_dense(run.seed, run.corpus, f, x)  # noqa: E731
@@ -127,11 +142,11 @@ class Plan:
             self.models.append(EvalModel("dense", "dense", run.dense, key, langs=self.all_langs()))
 
     def ensembles(self) -> None:
-        """Per allocation: the ensemble folder (evaluated once per router that applies) and the
-        merged model."""
+        """Per set of experts: the ensemble folder (evaluated once per router that applies)
+        and, per allocation, the merged model."""
         ens, run = self.cfg.ensembles, self.run
-        for spec in self.cfg.allocations:
-            name, experts = spec.name, run.experts(spec.name)
+        for name, spec, _ in self.expert_sets():
+            experts = run.experts(name)
             build = functools.partial(_ensemble, experts, run.corpus, ens.prior)
             key = self.add(
                 f"ensemble {name}",
@@ -141,14 +156,19 @@ class Plan:
                 ens.prior,
                 "experts inside",  # earlier ensemble folders referenced them: rebuild those
             )
-            for choice in ens.routers:
-                if choice.applies_to(spec.method):
-                    self.models.append(
-                        EvalModel(
-                            f"{name}/{choice.name}", "x-elm", run.ensemble(name), key, name, choice
-                        )
-                    )
-            if ens.merge:
+            routers = [c for c in ens.routers if c.applies_to(spec.method)]
+            for choice in routers if name == spec.name else routers[:1]:  # variants: the first
+                model = EvalModel(
+                    f"{name}/{choice.name}",
+                    "x-elm",
+                    run.ensemble(name),
+                    key,
+                    spec.name,
+                    choice,
+                    experts=name,
+                )
+                self.models.append(model)
+            if ens.merge and name == spec.name:
                 build = functools.partial(_merge, experts)
                 key = self.add(
                     f"merged {name}", run.merged(name), build, self.keys[f"experts {name}"]
@@ -290,8 +310,8 @@ def _allocate(corpus: Path, spec, folder: Path) -> None:
     allocate(corpus, folder, spec, progress=False)
 
 
-def _experts(run: RunLayout, name: str, spec, log: Log, folder: Path) -> None:
-    rounds = plan_rounds(run.seed, run.allocation(name), folder, spec)
+def _experts(run: RunLayout, allocation: str, spec, log: Log, folder: Path) -> None:
+    rounds = plan_rounds(run.seed, run.allocation(allocation), folder, spec)
     for r, jobs in enumerate(rounds, start=1):
         where = f"round {r}/{len(rounds)}: " if len(rounds) > 1 else ""
         for o in launch(jobs, spec, jobs[0].out.parent / "jobs"):

@@ -40,13 +40,21 @@ def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:
     seed = TrainRecord.find(run.seed) or TrainRecord()
 
     @cache
-    def experts(allocation: str) -> Cost:
-        infos = [TrainRecord.read(e) for e in expert_folders(run.experts(allocation))]
+    def experts(name: str) -> Cost:
+        """A set of experts; multi-round ones with their earlier rounds (`round_r/node_XX`),
+        which run one after another: in parallel, each round takes its longest expert."""
+        folder = run.experts(name)
+        final = [TrainRecord.read(e) for e in expert_folders(folder)]
+        earlier = [
+            [TrainRecord.read(n) for n in sorted(r.glob("node_*"))]
+            for r in sorted(folder.glob("round_*"))
+        ]
+        every = [i for r in earlier for i in r] + final
         return Cost(
-            tokens=sum(i.tokens for i in infos),
-            seconds=round(sum(i.seconds for i in infos), 2),
-            parallel_seconds=max(i.seconds for i in infos),
-            experts=len(infos),
+            tokens=sum(i.tokens for i in every),
+            seconds=round(sum(i.seconds for i in every), 2),
+            parallel_seconds=round(sum(max(i.seconds for i in r) for r in [*earlier, final]), 2),
+            experts=len(final),
             seed_tokens=seed.tokens,
         )
 
@@ -58,7 +66,7 @@ def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:
             info = TrainRecord.read(run.dense)
             costs[m.name] = Cost(tokens=info.tokens, seconds=info.seconds, seed_tokens=seed.tokens)
         elif m.kind in ("x-elm", "merged"):
-            costs[m.name] = experts(m.allocation)
+            costs[m.name] = experts(m.experts or m.allocation)
         elif m.kind in ("adapted", "lapt"):  # what it cost on top of the model it grew from
             start = (
                 experts(m.allocation)

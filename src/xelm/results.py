@@ -28,6 +28,7 @@ class EvalModel:
     router: RouterChoice | None = None
     langs: dict[str, list[str]] | None = None  # per test set (None: the training languages)
     rule: str | None = None  # adapted X-ELMs: the parent rule
+    experts: str | None = None  # X-ELMs: the set of experts (default: the allocation's)
 
 
 class LangScores(BaseModel):
