@@ -30,7 +30,13 @@ from pydantic import Field, field_validator
 from xelm.allocate.specs import TypologySpec
 from xelm.ensemble.build import PriorSpec
 from xelm.errors import XelmError
-from xelm.experts import BRANCH_TRAIN_DEFAULTS, AdaptedFrom, ExpertRecord, seed_hash
+from xelm.experts import (
+    BRANCH_TRAIN_DEFAULTS,
+    AdaptedFrom,
+    ExpertRecord,
+    over_branch_defaults,
+    seed_hash,
+)
 from xelm.paths import atomic_dir, link_tree, relative_to, resolve_from
 from xelm.spec import Spec
 from xelm.train import TrainConfig, TrainRecord
@@ -66,10 +72,7 @@ class AdaptSpec(Spec):
             raise ValueError(f"use one of {', '.join(PARENT_RULES)} or an expert's index")
         return value
 
-    @field_validator("train", mode="before")
-    @classmethod
-    def _over_branch_defaults(cls, value: Any) -> Any:
-        return {**BRANCH_TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value
+    _over_branch_defaults = field_validator("train", mode="before")(over_branch_defaults)
 
 
 @dataclass
@@ -83,20 +86,14 @@ class Ensemble:
 
     @classmethod
     def read(cls, folder: str | Path) -> Ensemble:
-        from xelm.ensemble.modeling import XELMConfig
+        from xelm.ensemble.modeling import XELMConfig, expert_paths
         from xelm.evaluate import is_ensemble
-        from xelm.paths import inside
 
         folder = Path(folder)
         if not is_ensemble(folder):
             raise XelmError(f"{folder}: not an X-ELM ensemble folder (build one first)")
         config = XELMConfig.from_pretrained(folder)
-        experts = [folder / rel for rel in config.experts]
-        for rel, path in zip(config.experts, experts, strict=True):
-            if not inside(path, folder):
-                raise XelmError(f"{folder}: expert {rel} lies outside the ensemble folder")
-            if not (path / "config.json").exists():
-                raise XelmError(f"{folder}: expert folder {rel} is missing; rebuild the ensemble")
+        experts = expert_paths(folder, config)
         languages: list[list[str]] = [[] for _ in experts]
         for lang, e in (config.language_to_expert or {}).items():
             languages[e].append(lang)
@@ -123,12 +120,10 @@ class Parent:
     origin: AdaptedFrom
 
 
-def choose_parent(
-    ens: Ensemble, corpus, lang: str, spec: AdaptSpec, budget: int | None = None
-) -> Parent:
+def choose_parent(ens: Ensemble, corpus, lang: str, spec: AdaptSpec) -> Parent:
     """The model a new expert for `lang` branches from, by `spec.parent`."""
     rule = spec.parent
-    info = {"language": lang, "rule": rule, "budget": budget or spec.tokens}
+    info = {"language": lang, "rule": rule, "budget": spec.tokens}
     if rule == "seed":
         return Parent(ens.seed(), AdaptedFrom(parent=None, parent_languages=[], **info))
     if rule.isdigit():

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xelm.report import SET_TITLES, _plt
 from xelm.results import Results, mean_bits
-
-SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
 
 
 def _adapted(results: Results) -> dict[str, str]:
@@ -160,8 +159,6 @@ def adaptation_markdown(results: Results, plot: str | None) -> str:
 def plot_adaptation(results: Results, path: Path) -> None:
     """Left: new-language bits/byte per method (in domain); right: the change of the training
     languages' mean bits/byte per adapted model (forgetting)."""
-    from xelm.report import _plt
-
     plt = _plt()
     cols = new_language_scores(results, "in_domain")
     langs = results.new_langs

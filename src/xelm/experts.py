@@ -28,6 +28,11 @@ from xelm.train import TrainConfig, TrainRecord
 BRANCH_TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "checkpoint_every": 50}
 
 
+def over_branch_defaults(cls, value: Any) -> Any:
+    """A `train:` section changes only the keys it names of Branch-Train's defaults."""
+    return {**BRANCH_TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value
+
+
 class BranchSpec(Spec):
     """How the experts (and the dense baseline) are trained from the seed."""
 
@@ -45,10 +50,7 @@ class BranchSpec(Spec):
     down a typology allocation's merge tree, round r on the tree cut at k/2^(R-r) clusters,
     each branched from its parent of round r-1, with T/R tokens per round"""
 
-    @field_validator("train", mode="before")
-    @classmethod
-    def _over_branch_defaults(cls, value: Any) -> Any:
-        return {**BRANCH_TRAIN_DEFAULTS, **value} if isinstance(value, dict) else value
+    _over_branch_defaults = field_validator("train", mode="before")(over_branch_defaults)
 
 
 class AdaptedFrom(BaseModel):
@@ -223,14 +225,14 @@ def plan_rounds(
 def tree_cut(alloc, k: int) -> list[list[str]]:
     """The languages of each cluster when a typology allocation's merge tree is cut at k (the
     first n - k merges), ordered as the allocation orders its clusters."""
-    tree = alloc.record.tree
-    labels = tree["labels"]
-    groups = [{lang} for lang in labels]
-    for merge in tree["merges"][: len(labels) - k]:
-        merged = set(merge["languages"])
-        groups = [g for g in groups if not g <= merged] + [merged]
-    ordered = [sorted(g, key=labels.index) for g in groups]
-    return sorted(ordered, key=lambda g: labels.index(g[0]))
+    from xelm.allocate.typology import PairingTree
+
+    labels = alloc.record.tree["labels"]
+    merges = [
+        {**m, "members": sorted(labels.index(x) for x in m["languages"])}
+        for m in alloc.record.tree["merges"]
+    ]
+    return [[labels[i] for i in c] for c in PairingTree(len(labels), merges).clusters(k)]
 
 
 def _language_tokens(alloc, tokenizer, langs: list[str]) -> int:

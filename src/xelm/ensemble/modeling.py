@@ -411,18 +411,7 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             config.temperature = temperature
         if top_experts is not None:
             config.top_experts = top_experts
-        experts = []
-        for rel in config.experts:
-            folder = path / rel
-            if not inside(folder, path) and not trust_external_experts:
-                raise XelmError(
-                    f"{path}: expert {rel} lies outside the ensemble folder; rebuild it with "
-                    "`xelm ensemble build` (which places the experts inside), or pass "
-                    "--trust-external-experts if you trust that folder"
-                )
-            if not folder.exists():
-                raise XelmError(f"{path}: expert folder {rel} is missing ({folder.resolve()})")
-            experts.append(load_model(folder))
+        experts = [load_model(f) for f in expert_paths(path, config, trust_external_experts)]
         check_experts(experts, config.experts)
         tokenizer = load_tokenizer(path)
         model = cls(config, experts, make_router(config, path), tokenizer)
@@ -447,6 +436,24 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             self.tokenizer.save_pretrained(tmp)
             if self.source is not None and (self.source / ROUTER_DIR).is_dir():
                 shutil.copytree(self.source / ROUTER_DIR, tmp / ROUTER_DIR)
+
+
+def expert_paths(folder: Path, config: XELMConfig, trust_external: bool = False) -> list[Path]:
+    """The expert folders an ensemble's config names: each must exist, and lie inside the
+    ensemble's folder unless `trust_external`."""
+    paths = []
+    for rel in config.experts:
+        path = folder / rel
+        if not inside(path, folder) and not trust_external:
+            raise XelmError(
+                f"{folder}: expert {rel} lies outside the ensemble folder; rebuild it with "
+                "`xelm ensemble build` (which places the experts inside), or pass "
+                "--trust-external-experts if you trust that folder"
+            )
+        if not path.exists():
+            raise XelmError(f"{folder}: expert folder {rel} is missing ({path.resolve()})")
+        paths.append(path)
+    return paths
 
 
 def check_experts(experts: list, names: list[str]) -> None:
