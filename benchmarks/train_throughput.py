@@ -82,10 +82,9 @@ def run_trainer(args) -> dict:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from xelm.corpus import Corpus, sampling_shares
-    from xelm.models import build_model, count_parameters
+    from xelm.models import bf16_supported, build_model, count_parameters
     from xelm.tokenizer import load_tokenizer
     from xelm.tokens import BlockSampler, token_streams
-    from xelm.train.loop import bf16_supported
 
     tokenizer = load_tokenizer(args.tokenizer)
     corpus = Corpus(args.corpus)

@@ -82,6 +82,18 @@ def test_batching_does_not_change_the_scores_and_a_window_sees_its_context(lm_se
     assert alone.tokens == 63 and alone.nll == pytest.approx(first, rel=1e-5)
 
 
+def test_bf16_evaluation_agrees_with_fp32_and_sums_in_fp32(lm_setup, tiny_model):
+    # `precision: bf16` is autocast of the matmuls only: the log-softmax and the sums stay fp32,
+    # so an untrained model's bits/byte agree to a fraction of a percent
+    corpus = lm_setup / "corpus"
+    fp32 = evaluate_model(tiny_model, corpus, "validation", ["en", "ru"], precision="fp32")
+    bf16 = evaluate_model(tiny_model, corpus, "validation", ["en", "ru"], precision="bf16")
+    for lang in ("en", "ru"):
+        assert bf16[lang]["tokens"] == fp32[lang]["tokens"]
+        assert bf16[lang]["bits_per_byte"] == pytest.approx(fp32[lang]["bits_per_byte"], rel=2e-3)
+        assert bf16[lang]["nll"] != fp32[lang]["nll"]  # bf16 did run
+
+
 def test_any_hf_causal_lm_works(lm_setup, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -8,7 +8,7 @@ embedded demo runs by default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -49,6 +49,8 @@ class EvalConfig(Spec):
     """documents per language (none: all)"""
     udhr: bool = True
     """also on the UDHR out-of-domain test set (when the data stage built it)"""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast where the hardware does it fast (log-softmax and sums in fp32)"""
 
 
 class ExpertsConfig(BranchSpec, LaunchSpec):

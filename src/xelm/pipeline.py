@@ -236,6 +236,7 @@ class Plan:
                 sets,
                 langs,
                 e.max_docs,
+                e.precision,
                 route_tokens,
                 self.tokenizer,
                 run.corpus,
@@ -355,6 +356,7 @@ def _evaluate(
     sets: dict,
     langs: dict[str, list[str]],
     max_docs: int | None,
+    precision: str,
     route_tokens: int | None,
     tokenizer: str,
     train_corpus: Path,
@@ -385,7 +387,13 @@ def _evaluate(
                 "route_tokens": route_tokens,
             }
         results[set_name] = evaluate_model(
-            model.path, corpus_dir, split, langs[set_name], max_docs=max_docs, **how
+            model.path,
+            corpus_dir,
+            split,
+            langs[set_name],
+            max_docs=max_docs,
+            precision=precision,
+            **how,
         )
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 

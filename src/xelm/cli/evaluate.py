@@ -8,13 +8,15 @@ from typing import Annotated
 
 import typer
 
-from xelm.cli.common import Langs, console, setting, split_list, value
+from xelm.cli.common import Langs, console, literal_choices, setting, split_list, value
 from xelm.cli.ensemble import RouterName
+from xelm.config import EvalConfig
 from xelm.display import score_tables
 from xelm.ensemble.routers import RouterChoice
 
 NAME = "eval"
 app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
+Precision = literal_choices(EvalConfig, "precision")
 
 
 @app.command("ppl")
@@ -65,6 +67,9 @@ def eval_ppl(
             "for ensembles you trust)."
         ),
     ] = False,
+    precision: Annotated[
+        Precision, typer.Option(help="auto: bf16 autocast where the hardware does it fast.")
+    ] = "auto",
 ) -> None:
     """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
     ensemble folders), side by side."""
@@ -81,6 +86,7 @@ def eval_ppl(
         "temperature": temperature,
         "route_tokens": route_tokens,
         "trust_external_experts": trust_external_experts,
+        "precision": value(precision),
     }
     results = _score(named, corpus, value(router or []), how)
     if unigram:

@@ -322,7 +322,7 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             z = self._run(e, rows, input_ids, attention_mask, None, None, False)
             m, t = (where, targets) if rows is None else (where[rows], targets[rows])
             out = z.new_zeros(m.shape)  # positions not asked for stay 0 (never read)
-            picked = z[m]  # the vocabulary-wide work only where it is needed
+            picked = z[m].float()  # the vocabulary-wide work only where it is needed
             out[m] = picked.gather(-1, t[m][:, None]).squeeze(-1) - picked.logsumexp(-1)
             return out
 

@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 
 from xelm.errors import XelmError
-from xelm.models import build_model, check_vocab, count_parameters, load_model, save_model
+from xelm.models import (
+    bf16_supported,
+    build_model,
+    check_vocab,
+    count_parameters,
+    load_model,
+    save_model,
+)
 from xelm.paths import hf_ref, writable
 from xelm.tokenizer import load_tokenizer
 from xelm.train.checkpoint import Checkpointer, TrainState
@@ -26,14 +33,6 @@ from xelm.train.config import TrainConfig
 from xelm.train.data import TrainingData, training_data
 from xelm.train.metrics import MetricsLog, lm_loss, progress_bar, validation_loss
 from xelm.train.record import TrainRecord
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast only where it is fast: on CPUs without AVX-512-BF16/AMX it is several times
-    slower than fp32 (measured 16 vs 114 GFLOPS on an AVX2 EPYC), so `auto` then picks fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
