@@ -18,6 +18,7 @@ from xelm.data.build import DataConfig
 from xelm.ensemble.build import PriorSpec
 from xelm.ensemble.routers import RouterChoice
 from xelm.experts import BranchSpec
+from xelm.icl.tasks import IclSpec
 from xelm.launch import LaunchSpec
 from xelm.spec import Spec, dump_spec, fingerprint, load_spec, no_effect
 from xelm.tokenizer import TokenizerSpec
@@ -51,6 +52,29 @@ class EvalConfig(Spec):
     """also on the UDHR out-of-domain test set (when the data stage built it)"""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 autocast where the hardware does it fast (log-softmax and sums in fp32)"""
+
+
+class IclConfig(IclSpec):
+    """Few-shot in-context evaluation (`xelm data icl` tasks, scored by lm-eval)."""
+
+    langs: list[str] | None = None
+    """languages to score (none: the training languages)"""
+    shots: list[int] = Field(default_factory=lambda: [0, 1, 4, 8])
+    """numbers of demonstrations"""
+    seeds: int = Field(5, ge=1)
+    """demonstration seeds per shot count (0-shot runs once)"""
+    routers: Literal["first", "all"] = "first"
+    """X-ELMs: with their first applicable router (the plotted one) or with every router"""
+    merged: bool = True
+    """also the parameter-averaged models"""
+    batch_size: int = no_effect(8, ge=1)
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, shots: list[int]) -> list[int]:
+        if not shots or any(n < 0 for n in shots):
+            raise ValueError("give at least one number of demonstrations, each ≥ 0")
+        return sorted(set(shots))
 
 
 class ExpertsConfig(BranchSpec, LaunchSpec):
@@ -137,6 +161,8 @@ class RunConfig(Spec):
     eval: EvalConfig = EvalConfig()
     adapt: AdaptConfig | None = None
     """adapted/<allocation>-<rule> and lapt/<lang> (null: no adaptation; needs ensembles)"""
+    icl: IclConfig | None = None
+    """few-shot evaluation: icl/tasks and icl/scores/<model>.json (null: none)"""
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -60,6 +60,15 @@ class RunLayout:
     def lapt(self, lang: str) -> Path:
         return self.root / "lapt" / lang
 
+    @property
+    def icl_tasks(self) -> Path:
+        """`xelm data icl` output: the few-shot tasks of the run's corpus."""
+        return self.root / "icl" / "tasks"
+
+    def icl(self, model: str) -> Path:
+        """A model's few-shot results (`xelm.icl.harness.evaluate_icl`)."""
+        return self.root / "icl" / "scores" / f"{model}.json"
+
     def scores(self, model: str) -> Path:
         """A model's evaluation: {test set: {lang: scores}}."""
         return self.root / "eval" / f"{model}.json"

@@ -21,6 +21,7 @@ from xelm.data.build import build_corpus, build_udhr_corpus
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.experts import expert_folders, plan_rounds, train_dense
+from xelm.icl.tasks import IclSpec
 from xelm.launch import launch
 from xelm.layout import RunLayout
 from xelm.paths import atomic_write_text, exclusive
@@ -254,19 +255,65 @@ class Plan:
                 *([model.langs] if model.langs else []),  # older runs' keys stay valid
             )
 
-    def report(self) -> None:
-        """results.json, report.md/.html and plots; X-ELMs plotted with their first router."""
+    def plotted(self) -> list[str]:
+        """seed, dense and each allocation's X-ELM with its first router."""
         plotted = [m.name for m in self.models if m.kind in ("seed", "dense")]
         for spec in self.cfg.allocations:
             plotted += [
                 m.name for m in self.models if m.allocation == spec.name and m.kind == "x-elm"
             ][:1]
+        return plotted
+
+    def icl(self) -> None:
+        """The few-shot tasks of the corpus, then one stage per model scoring them."""
+        icl, run = self.cfg.icl, self.run
+        langs = icl.langs or self.cfg.data.train_langs
+        spec = icl.part(IclSpec)
+        tasks_key = self.add(
+            "icl tasks",
+            run.icl_tasks,
+            functools.partial(_icl_tasks, run.corpus, spec, langs),
+            self.keys["corpus"],
+            spec,
+            langs,
+        )
+        plotted = self.plotted()
+        for model in self.models:
+            if model.kind not in ("seed", "dense", "merged", "x-elm"):
+                continue
+            if model.kind == "merged" and not icl.merged:
+                continue
+            if model.kind == "x-elm" and icl.routers == "first" and model.name not in plotted:
+                continue
+            build = functools.partial(_icl, model, run.icl_tasks, icl, self.log)
+            self.add(
+                f"icl {model.name}",
+                run.icl(model.name),
+                build,
+                model.name,
+                model.key,
+                tasks_key,
+                model.router,
+                icl.shots,
+                icl.seeds,
+            )
+
+    def report(self) -> None:
+        """results.json, report.md/.html and plots; X-ELMs plotted with their first router."""
+        plotted = self.plotted()
         new_langs = self.cfg.adapt.langs if self.cfg.adapt else []
+        icl = {n: k for n, k in self.keys.items() if n.startswith("icl ") and n != "icl tasks"}
         build = functools.partial(
-            _report, self.run, self.models, self.cfg.data.train_langs, plotted, new_langs
+            _report,
+            self.run,
+            self.models,
+            self.cfg.data.train_langs,
+            plotted,
+            new_langs,
+            [n.removeprefix("icl ") for n in icl],
         )
         evals = {m.name: self.keys[f"eval {m.name}"] for m in self.models}
-        self.add("report", self.run.report, build, evals, plotted)
+        self.add("report", self.run.report, build, evals, plotted, *([icl] if icl else []))
 
 
 def plan(cfg: RunConfig, log: Log = print, adapt: bool = True) -> Plan:
@@ -289,6 +336,8 @@ def stages(cfg: RunConfig, log: Log = print, report: bool = True) -> list[Stage]
     """The run's stages in order, each with the fingerprint that decides whether it is stale."""
     p = plan(cfg, log, adapt=report)
     p.evaluations()
+    if cfg.icl is not None and cfg.experts is not None and report:
+        p.icl()
     if report:
         p.report()
     return p.stages
@@ -398,16 +447,38 @@ def _evaluate(
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 
 
+def _icl_tasks(corpus: Path, spec, langs: list[str], folder: Path) -> None:
+    from xelm.icl.build import build_icl
+
+    build_icl(corpus, folder, spec, langs, log=lambda line: None)
+
+
+def _icl(model: EvalModel, tasks: Path, icl, log: Log, out: Path) -> None:
+    """One model's few-shot accuracies on every task, shots and demonstration seed."""
+    from xelm.icl.harness import evaluate_icl, load_lm
+
+    router = model.router
+    lm = load_lm(
+        model.path,
+        router.router if router else None,
+        router.top_k if router else None,
+        icl.batch_size,
+    )
+    results = evaluate_icl(lm, [tasks], icl.shots, icl.seeds)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+
+
 def _report(
     run: RunLayout,
     models: list[EvalModel],
     langs: list[str],
     plotted: list[str],
     new_langs: list[str],
+    icl_models: list[str],
     out: Path,
 ) -> None:
     title = f"X-ELM run report: {run.root}"
-    write_report(run, models, langs, plotted, title, new_langs)
+    write_report(run, models, langs, plotted, title, new_langs, icl_models)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ first of the config's routers that applies to it), the tables all of them.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -371,12 +372,15 @@ def write_report(
     plotted: list[str],
     title: str = "X-ELM run report",
     new_langs: list[str] | None = None,
+    icl_models: list[str] | None = None,
 ) -> Results:
     """`results.json`, `report.md`, `report.html` and `plots/` of the run; report.md is written
     last, so its presence means the report is complete."""
     from xelm.adapt_report import adaptation_markdown, plot_adaptation
+    from xelm.icl.report import icl_markdown, plot_icl
 
     results = build_results(run, models, langs, plotted, new_langs)
+    results.icl = {m: json.loads(run.icl(m).read_text()) for m in icl_models or []}
     run.plots.mkdir(exist_ok=True)
     plots = {}
     for set_name in results.sets:
@@ -392,6 +396,9 @@ def write_report(
     atomic_write_text(run.results, results.dumps())
     markdown = report_markdown(results, plots, title, routing_analysis(run, results))
     markdown += adaptation_markdown(results, adaptation_plot)
+    if results.icl:
+        plot_icl(results.icl, run.plots / "icl.png")
+        markdown += icl_markdown(results.icl, "plots/icl.png")
     atomic_write_text(run.report_html, markdown_to_html(markdown, run.root, title))
     atomic_write_text(run.report, markdown)
     return results

@@ -102,6 +102,7 @@ class Results(Record):
     sets: list[str]
     plotted: list[str]  # the models the plots show (one router per allocation)
     models: dict[str, ModelResults]
+    icl: dict[str, dict] = {}  # model → few-shot results (xelm.icl.harness.evaluate_icl)
 
     def bits(self, model: str, test_set: str, langs: list[str] | None = None) -> dict[str, float]:
         """Bits/byte by language: of `langs`, or of the training languages (the main tables'

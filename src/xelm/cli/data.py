@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from xelm.cli.common import Langs, console, setting, split_list
+from xelm.cli.common import ConfigOpt, Langs, console, log, setting, split_list
 from xelm.corpus import SourceOptions, SplitFractions
 from xelm.data.libreoffice import DemoFilter
 from xelm.display import corpus_table
+from xelm.icl.tasks import IclSpec
 from xelm.spec import load_spec
 
 NAME = "data"
@@ -61,6 +62,46 @@ def data_udhr(out: OutOpt, langs: Langs = None) -> None:
 
     build_udhr_corpus(out, split_list(langs) or DEFAULT_TRAIN_LANGS + DEFAULT_HELDOUT_LANGS)
     _show(out, f"{out} (UDHR, MIT)")
+
+
+@app.command("icl")
+def data_icl(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder (its test pages are used).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the tasks into.")],
+    langs: Langs = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated (default: all three).")] = None,
+    examples: Annotated[int | None, setting(IclSpec, "examples", min=1)] = None,
+    fewshot_examples: Annotated[int | None, setting(IclSpec, "fewshot_examples", min=1)] = None,
+    seed: Annotated[int | None, setting(IclSpec, "seed")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Few-shot multiple-choice tasks (translation, continuation, topic) from the corpus's
+    held-out test pages: JSONL per language plus lm-evaluation-harness task YAMLs."""
+    from rich.table import Table
+
+    from xelm.icl.build import build_icl
+
+    values = {
+        "tasks": split_list(tasks),
+        "examples": examples,
+        "fewshot_examples": fewshot_examples,
+        "seed": seed,
+    }
+    spec = load_spec(IclSpec, config, values=values)
+    manifest = build_icl(corpus, out, spec, split_list(langs), log=log)
+    table = Table(title=f"{out}: test questions per language (chance accuracy)")
+    table.add_column("lang")
+    for task in manifest["tasks"]:
+        table.add_column(task, justify="right")
+    langs_seen = sorted({lang for t in manifest["tasks"].values() for lang in t["langs"]})
+    for lang in langs_seen:
+        row = [lang]
+        for entry in manifest["tasks"].values():
+            cell = entry["langs"].get(lang)
+            row.append(f"{cell['test']} ({cell['chance']:.2f})" if cell else "-")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"lm-eval: --include_path {out}/lm_eval --tasks xelm_<task>_<lang>")
 
 
 @app.command("import")

@@ -13,6 +13,7 @@ from xelm.cli.ensemble import RouterName
 from xelm.config import EvalConfig
 from xelm.display import score_tables
 from xelm.ensemble.routers import RouterChoice
+from xelm.errors import XelmError
 
 NAME = "eval"
 app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
@@ -111,3 +112,65 @@ def _score(named: list, corpus: Path, routers: list[str], how: dict) -> dict[str
             with console.status(f"evaluating {path}" + (f" with the {r} router" if r else "")):
                 results[label] = evaluate_model(path, corpus, router=r, **how)
     return results
+
+
+@app.command("icl")
+def eval_icl(
+    model: Annotated[
+        list[str],
+        typer.Option(help="HF causal LM or X-ELM ensemble folder; repeat (NAME=PATH to label)."),
+    ],
+    tasks: Annotated[
+        list[Path],
+        typer.Option(
+            help="`xelm data icl` folder, a .jsonl (context, options, answer) or an lm-eval "
+            "task .yaml; repeat for several."
+        ),
+    ],
+    shots: Annotated[str, typer.Option(help="Comma-separated numbers of demonstrations.")] = (
+        "0,1,4,8"
+    ),
+    seeds: Annotated[int, typer.Option(min=1, help="Demonstration seeds per shot count.")] = 5,
+    router: Annotated[
+        RouterName | None, typer.Option(help="Ensembles: route with this (default: saved).")
+    ] = None,
+    top_k: Annotated[int | None, setting(RouterChoice, "top_k")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Questions per task (a test).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    precision: Annotated[
+        Precision, typer.Option(help="auto: bf16 autocast where the hardware does it fast.")
+    ] = "auto",
+    baseline: Annotated[
+        str | None, typer.Option(help="Win rates against this model (default: the first).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here.")] = None,
+    trust_external_experts: bool = False,
+) -> None:
+    """Few-shot accuracy through lm-evaluation-harness, per task, language and shots, with the
+    win rates of every model against a baseline."""
+    from xelm.icl.harness import evaluate_icl, load_lm
+    from xelm.icl.report import accuracy_tables, win_rate_table
+    from xelm.paths import atomic_write_text, writable
+
+    if out:
+        writable(out, "file")
+    try:
+        n_shots = sorted({int(s) for s in split_list(shots)})
+    except ValueError:
+        raise XelmError(f"--shots {shots!r}: give numbers, e.g. 0,1,4,8") from None
+    named = [m.split("=", 1) if "=" in m else (Path(m).name or m, m) for m in model]
+    names = [n for n, _ in named]
+    if baseline is not None and baseline not in names:
+        raise XelmError(f"--baseline {baseline!r} is none of the models ({', '.join(names)})")
+    results = {}
+    for name, path in named:
+        with console.status(f"few-shot evaluation of {path}"):
+            lm = load_lm(
+                path, value(router), top_k, batch_size, value(precision), trust_external_experts
+            )
+            results[name] = evaluate_icl(lm, tasks, n_shots, seeds, limit)
+    for table in accuracy_tables(results):
+        console.print(table)
+    console.print(win_rate_table(results, baseline or names[0]))
+    if out:
+        atomic_write_text(out, json.dumps({"models": results}, indent=2) + "\n")

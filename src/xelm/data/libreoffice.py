@@ -118,9 +118,11 @@ _SCRIPT_LETTERS = {
 }
 
 
-def page_paragraphs(html: bytes) -> list[str]:
-    """Visible paragraphs of a help page: the `DisplayArea` only (no header, index, search,
-    footer), without code listings and hidden platform variants, whitespace normalised."""
+def page_blocks(html: bytes) -> list[tuple[str, str]]:
+    """(element id, text) of the visible paragraphs of a help page: the `DisplayArea` only (no
+    header, index, search, footer), without code listings and hidden platform variants,
+    whitespace normalised. The ids (`par_id…`, `hd_id…`; "" where none) are the same in every
+    language's copy of a page, which is what aligns translations."""
     root = lxml.html.fromstring(html, parser=_UTF8)
     areas = root.xpath("//*[@id='DisplayArea']")
     if not areas:
@@ -128,14 +130,19 @@ def page_paragraphs(html: bytes) -> list[str]:
     area = areas[0]
     for el in area.xpath("." + _DROP_XPATH.replace(" | //", " | .//")):
         el.drop_tree()
-    paragraphs = []
+    blocks = []
     for el in area.iter(*_BLOCKS):
         if any(True for _ in el.iterdescendants(*_BLOCKS)):
             continue  # a container (a table cell holding paragraphs): its children are emitted
         text = _SPACE.sub(" ", el.text_content()).strip()
         if text:
-            paragraphs.append(text)
-    return paragraphs
+            blocks.append((el.get("id") or "", text))
+    return blocks
+
+
+def page_paragraphs(html: bytes) -> list[str]:
+    """The visible paragraphs of a help page (see `page_blocks`)."""
+    return [text for _, text in page_blocks(html)]
 
 
 def script_share(text: str, script: str) -> float:
@@ -209,16 +216,28 @@ def translated_text(
     return text, total, translated
 
 
-def read_pages(deb: Path, folder: str) -> Iterator[tuple[str, list[str]]]:
-    """(page path below the language folder, paragraphs) for every help page of a package.
+def read_pages(
+    deb: Path, folder: str, pages: set[str] | None = None
+) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """(page path below the language folder, its `page_blocks`) for every help page of a
+    package, or only for `pages`.
 
     Only the package's own language `folder` is read: `libreoffice-help-ca` also ships
     `ca-valencia`, a second copy of every page.
     """
     for name, content in iter_deb_files(deb, ".html"):
         m = _HTML.search(name)
-        if m and m.group(1).lower() == folder:
-            yield m.group(2), page_paragraphs(content)
+        if m and m.group(1).lower() == folder and (pages is None or m.group(2) in pages):
+            yield m.group(2), page_blocks(content)
+
+
+def package_folder(lang: str) -> str:
+    """The help folder (and Debian package suffix) of a language."""
+    if lang not in PACKAGES:
+        raise XelmError(
+            f"no LibreOffice help package for {lang}; available: {', '.join(sorted(PACKAGES))}"
+        )
+    return PACKAGES[lang]
 
 
 def libreoffice_documents(
@@ -243,7 +262,8 @@ def libreoffice_documents(
         script = langcodes.Language.get(lang).maximize().script or "Latn"
         is_reference = lang == REFERENCE
         docs = []
-        for page, paragraphs in read_pages(deb, PACKAGES[lang]):
+        for page, blocks in read_pages(deb, PACKAGES[lang]):
+            paragraphs = [text for _, text in blocks]
             if is_reference:
                 reference[page] = set(paragraphs)
             text, total, translated = translated_text(
