@@ -70,6 +70,7 @@ def env(branch_setup, lm_setup, tmp_path_factory):
     (tmp / "trunc.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(docs.encode())[:-4])
     (tmp / "bad.parquet").write_bytes(b"PAR1 garbage")
     (tmp / "bad.yaml").write_text("run_dir: [unclosed\n")
+    (tmp / "no_answer.jsonl").write_text('{"context": "a", "options": ["b", "c"]}\n')
     (tmp / "unknown_key.yaml").write_text("tokenizer:\n  vocab: 10\n")
     from xelm.ensemble.build import build_ensemble
 
@@ -452,6 +453,26 @@ CASES = [
         "merge: weights not summing to one",
         "merge average --experts {seed} --experts {seed} --out {out} --weights 0.2,0.2",
         "summing to one",
+    ),
+    (
+        "data icl: language not in the corpus",
+        "data icl --corpus {corpus} --out {out} --langs xx",
+        "no language xx in the corpus",
+    ),
+    (
+        "eval icl: task line without an answer",
+        "eval icl --model {seed} --tasks {tmp}/no_answer.jsonl --out {out}",
+        "no_answer.jsonl:1: missing field answer",
+    ),
+    (
+        "eval icl: shots not numbers",
+        "eval icl --model {seed} --tasks {tmp}/no_answer.jsonl --shots one --out {out}",
+        "--shots 'one'",
+    ),
+    (
+        "eval icl: not a task source",
+        "eval icl --model {seed} --tasks {file} --out {out}",
+        "not a task source",
     ),
     ("run: missing config", "run {tmp}/nope.yaml --out {out}", "no such config file"),
     ("run: invalid YAML", "run {tmp}/bad.yaml --out {out}", "invalid YAML"),

@@ -103,15 +103,24 @@ def build_icl(
     if empty:
         raise XelmError(f"{corpus.path}: no test documents for {', '.join(empty)}")
     tasks = list(spec.tasks)
-    libreoffice = all(topic_of(d.id) for d in docs[langs[0]])
-    if not libreoffice and set(tasks) & {"translation", "topic"}:
+    sources = [s.get("name", "") for s in corpus.manifest.get("sources", [])]
+    applies = {
+        "continuation": True,
+        # paragraph ids are read from the help packages the corpus was built from
+        "translation": any(name.startswith("libreoffice-help-") for name in sources),
+        "topic": all(topic_of(d.id) for d in docs[langs[0]]),
+    }
+    skipped = [t for t in tasks if not applies[t]]
+    if skipped:
         log(
-            "  translation and topic need LibreOffice help pages (ids text/<app>/...): "
-            "building continuation only"
+            f"  not built: {', '.join(skipped)} (translation needs a corpus built from the "
+            "LibreOffice help packages, topic its page paths text/<app>/...)"
         )
-        tasks = [t for t in tasks if t == "continuation"]
-        if not tasks:
-            raise XelmError(f"{corpus.path}: no task applies to this corpus; use continuation")
+        tasks = [t for t in tasks if applies[t]]
+    if not tasks:
+        raise XelmError(
+            f"{corpus.path}: none of the tasks applies to this corpus; use continuation"
+        )
     blocks = None
     if "translation" in tasks:
         log("  reading paragraph ids of the test pages (LibreOffice help packages)")

@@ -142,7 +142,7 @@ def evaluate_icl(
         datasets.disable_progress_bars()
 
     with task_sources(sources) as (include, names, meta):
-        manager = TaskManager(include_path=include, verbosity="ERROR")
+        manager = TaskManager(include_path=include)
         out = {
             name: {"task": task, "lang": lang, "chance": chance, "shots": {}}
             for name, (task, lang, chance) in meta.items()

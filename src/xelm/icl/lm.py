@@ -48,8 +48,8 @@ class XELMLM(HFLM):
             trust_external_experts=bool(trust_external_experts),
         ).eval()
         kwargs.pop("tokenizer", None)
-        device = kwargs.pop("device", None)
-        if device:
+        device = kwargs.pop("device", None)  # lm-eval's CLI passes "cuda" unless told
+        if device and (not str(device).startswith("cuda") or torch.cuda.is_available()):
             model = model.to(device)
         # the experts' window (an ensemble's config has none; HFLM would assume 2048)
         kwargs.setdefault("max_length", model.experts[0].config.max_position_embeddings)
@@ -62,64 +62,71 @@ class XELMLM(HFLM):
         router = model.router
         if router.per_token and not model.config.top_experts:
             return [None] * len(contexts)
-        out = []
-        for i in range(0, len(contexts), self.batch_size):
-            ids, mask = _right_padded(contexts[i : i + self.batch_size], dev)
-            if router.per_token:  # the posterior after the whole context, then its top-k
-                with model.routing(model.posterior_router(), None):
-                    _, posterior = model.score(ids, mask, mask.bool(), return_posterior=True)
-                out += list(top_k(posterior.float(), model.config.top_experts))
-            else:
-                out += list(model.route(ids, mask))
-        return out
+        routed: list[torch.Tensor | None] = [None] * len(contexts)
+        if not router.per_token:  # a prefix router or fixed α, one context at a time
+            for i, ctx in enumerate(contexts):
+                a = model.route(torch.tensor([ctx], device=dev))
+                routed[i] = None if a is None else top_k(a[0].float(), model.config.top_experts)
+        # the posterior after the whole context, then its top-k (also where a prefix router
+        # abstains: LID on a language no expert holds)
+        rest = [i for i, a in enumerate(routed) if a is None]
+        for b in range(0, len(rest), self.batch_size):
+            rows = rest[b : b + self.batch_size]
+            ids, mask = _right_padded([contexts[i] for i in rows], dev)
+            with model.routing(model.posterior_router(), None):
+                _, posterior = model.score(ids, mask, mask.bool(), return_posterior=True)
+            for i, a in zip(rows, top_k(posterior.float(), model.config.top_experts), strict=True):
+                routed[i] = a
+        return routed
 
     @torch.no_grad()
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-        """HFLM's algorithm (one row per request: context + continuation, truncated from the
-        left to the window, longest first, right-padded batches), each row with the α its
-        context was routed to; rows routed to the same expert are batched together."""
+        """HFLM's algorithm (the window is context + continuation minus its last token,
+        truncated from the left; longest first; right-padded batches), each row with the α its
+        context was routed to. Requests with the same window share one row (options of one
+        token after the same context: a topic label), and rows routed to the same expert are
+        batched together."""
         contexts = list(dict.fromkeys(tuple(r[1]) for r in requests))
+        windows: dict[tuple, list[int]] = {}  # (context, window) → the requests it scores
+        for i, (_, ctx, cont) in enumerate(requests):
+            window = (list(ctx) + list(cont))[-(self.max_length + 1) :][:-1]
+            windows.setdefault((tuple(ctx), tuple(window)), []).append(i)
         autocast = torch.autocast(
             self.device.type,
             dtype=self.mixed_precision_dtype or torch.bfloat16,
             enabled=self.mixed_precision_dtype is not None,
         )
+        results: list = [None] * len(requests)
         with autocast:
             alpha = dict(zip(contexts, self._route([list(c) for c in contexts]), strict=True))
 
-            def key(i: int) -> tuple[int, int]:  # rows of one expert together, longest first
-                a = alpha[tuple(requests[i][1])]
-                return (0 if a is None else int(a.argmax())), -len(requests[i][1] + requests[i][2])
+            def order(item) -> tuple[int, int]:  # one expert's rows together, longest first
+                (ctx, window), _ = item
+                a = alpha[ctx]
+                return (0 if a is None else int(a.argmax())), -len(window)
 
-            order = sorted(range(len(requests)), key=key)
-            results: list = [None] * len(requests)
+            rows = sorted(windows.items(), key=order)
             bar = tqdm(total=len(requests), disable=disable_tqdm, desc="xelm loglikelihood")
-            for b in range(0, len(order), self.batch_size):
-                batch = order[b : b + self.batch_size]
-                scored = self._score_rows([requests[i] for i in batch], alpha)
-                for i, one in zip(batch, scored, strict=True):
-                    results[i] = one
-                bar.update(len(batch))
+            for b in range(0, len(rows), self.batch_size):
+                batch = rows[b : b + self.batch_size]
+                ids, mask = _right_padded([list(window) for (_, window), _ in batch], self.device)
+                weights = [alpha[ctx] for (ctx, _), _ in batch]
+                log_alpha = None if weights[0] is None else torch.stack(weights)
+                logp = self.ensemble(ids, attention_mask=mask, expert_log_weights=log_alpha).logits
+                for r, ((_, window), members) in enumerate(batch):
+                    for i in members:
+                        results[i] = _score(logp[r], len(window), requests[i][2])
+                    bar.update(len(members))
             bar.close()
         return results
 
-    def _score_rows(self, requests, alpha) -> list[tuple[float, bool]]:
-        dev = self.device
-        rows = [
-            (list(ctx) + list(cont))[-(self.max_length + 1) :][:-1] for _, ctx, cont in requests
-        ]
-        ids, mask = _right_padded(rows, dev)
-        weights = [alpha[tuple(ctx)] for _, ctx, _ in requests]
-        log_alpha = None if weights[0] is None else torch.stack(weights).to(dev)
-        logp = self.ensemble(ids, attention_mask=mask, expert_log_weights=log_alpha).logits
-        scored = []
-        for r, ((_, _, cont), row) in enumerate(zip(requests, rows, strict=True)):
-            target = torch.tensor(cont, device=dev)
-            lp = logp[r, len(row) - len(cont) : len(row)].float()
-            scored.append(
-                (lp.gather(-1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all()))
-            )
-        return scored
+
+def _score(logp: torch.Tensor, length: int, cont: list[int]) -> tuple[float, bool]:
+    """(log p of the continuation, whether greedy decoding gives it) from one row's log-probs;
+    the continuation's tokens are the window's last ones, then its final token."""
+    target = torch.tensor(cont, device=logp.device)
+    lp = logp[length - len(cont) : length].float()
+    return lp.gather(-1, target[:, None]).sum().item(), bool((lp.argmax(-1) == target).all())
 
 
 def _right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,185 @@
+"""Few-shot in-context evaluation: tasks from held-out pages, lm-eval scoring, win rates."""
+
+import json
+import random
+
+import pytest
+
+from xelm.corpus import CorpusWriter, Document, SplitFractions
+from xelm.icl.build import build_icl
+from xelm.icl.tasks import TOPICS, IclSpec, build_lang, page_part
+from xelm.icl.winrate import Cell, cells, win_rate
+
+APPS = ["swriter", "scalc", "simpress", "shared"]
+
+
+def help_pages(lang: str, n: int = 80, seed: int = 0) -> list[Document]:
+    """LibreOffice-like pages: `text/<app>/...` ids, several paragraphs each."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz" if lang != "ru" else "абвгдежзийклмнопрстуфхцч"
+
+    def paragraph() -> str:
+        words = rng.randint(5, 20)
+        return " ".join("".join(rng.choice(letters) for _ in range(5)) for _ in range(words))
+
+    return [
+        Document(
+            f"text/{APPS[i % 4]}/page{i:03d}",
+            lang,
+            "\n".join(paragraph() for _ in range(rng.randint(2, 5))),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture(scope="module")
+def help_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("icl") / "corpus"
+    every_page_in_test = SplitFractions(validation_fraction=0.0, test_fraction=1.0)
+    with CorpusWriter(out, splits=every_page_in_test) as writer:
+        for lang in ("en", "ru"):
+            writer.write_all(help_pages(lang))
+    return out
+
+
+def test_questions_come_from_test_pages_and_demonstrations_from_other_pages():
+    spec = IclSpec(examples=50, fewshot_examples=50, min_chars=10)
+    docs = help_pages("ru")
+    tasks = build_lang("ru", docs, spec)
+    assert set(tasks) == {"continuation", "topic"}  # translation needs paragraph ids
+    for parts in tasks.values():
+        pages = {part: {e.id.split("#")[0] for e in parts[part]} for part in parts}
+        assert pages["test"] and pages["fewshot"] and not pages["test"] & pages["fewshot"]
+        assert all(page_part(p, spec.fewshot_fraction) == "fewshot" for p in pages["fewshot"])
+    by_id = {d.id: d.text.split("\n") for d in docs}
+    for e in tasks["continuation"]["test"]:
+        opening = e.context.split("\n")
+        true_next = by_id[e.id][len(opening)]
+        assert by_id[e.id][: len(opening)] == opening and e.options[e.answer] == true_next
+        assert len(e.options) == 2 and e.options[1 - e.answer] not in by_id[e.id]
+    for e in tasks["topic"]["test"]:
+        assert e.options == list(TOPICS.values())
+        assert e.options[e.answer] == TOPICS[e.id.split("/")[1]]
+        assert e.context.endswith("\nTopic:")
+
+
+def test_translation_pairs_paragraphs_by_id_and_skips_untranslated_ones():
+    english = {
+        f"text/swriter/p{i}": [(f"par_{i}", f"english sentence number {i} here")] for i in range(30)
+    }
+    target = {
+        page: [(pid, f"перевод предложения номер {page[-2:]}")]
+        for page, [(pid, _)] in english.items()
+    }
+    target["text/swriter/p3"] = [("par_3", english["text/swriter/p3"][0][1])]  # untranslated
+    tasks = build_lang(
+        "ru",
+        [Document(p, "ru", "x") for p in english],
+        IclSpec(min_chars=5),
+        (english, target),
+        "Russian",
+    )
+    questions = tasks["translation"]["test"] + tasks["translation"]["fewshot"]
+    assert questions and all(len(q.options) == 4 for q in questions)
+    for q in questions:
+        page = q.id.split("#")[0]
+        assert q.context == f"English: {english[page][0][1]}\nRussian:"
+        assert q.options[q.answer] == target[page][0][1]
+        assert page != "text/swriter/p3"
+    # the same seed gives the same questions
+    again = build_lang(
+        "ru",
+        [Document(p, "ru", "x") for p in english],
+        IclSpec(min_chars=5),
+        (english, target),
+        "Russian",
+    )
+    assert again["translation"]["test"] == tasks["translation"]["test"]
+
+
+def test_build_writes_jsonl_lm_eval_yaml_and_a_manifest(help_corpus, tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    out = tmp_path / "icl"
+    manifest = build_icl(help_corpus, out, IclSpec(examples=8, min_chars=10), log=lambda s: None)
+    # a corpus without LibreOffice paragraph ids: continuation and topic only
+    assert set(manifest["tasks"]) == {"continuation", "topic"}
+    topic = manifest["tasks"]["topic"]["langs"]["ru"]
+    assert topic["test"] == 8 and topic["chance"] == pytest.approx(1 / len(TOPICS))
+    rows = [json.loads(x) for x in (out / "topic" / "ru.test.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and set(rows[0]) == {"id", "context", "options", "answer"}
+    manager = TaskManager(include_path=str(out / "lm_eval"))
+    assert {"xelm_topic_ru", "xelm_continuation_en"} <= set(manager.all_tasks)
+
+
+@pytest.fixture(scope="module")
+def twin_ensemble(branch_setup, tmp_path_factory):
+    """Two copies of the seed as an X-ELM: every router must give the seed's log-likelihoods."""
+    from xelm.ensemble.build import build_ensemble
+
+    _, seed, allocation = branch_setup
+    out = tmp_path_factory.mktemp("twin") / "ens"
+    return build_ensemble([seed, seed], out, router="uniform", allocation=allocation), seed
+
+
+@pytest.mark.parametrize(("router", "top_k"), [("uniform", None), ("posterior", 1), ("lid", 1)])
+def test_xelm_lm_scores_a_twin_ensemble_like_hflm_scores_the_model(twin_ensemble, router, top_k):
+    from lm_eval.api.instance import Instance
+
+    from xelm.icl.harness import load_lm
+
+    ensemble, seed = twin_ensemble
+    requests = [
+        Instance("loglikelihood", {}, (ctx, cont), i)
+        for i, (ctx, cont) in enumerate(
+            [("abc def ghi", " jkl"), ("abc def ghi", " mno pqr"), ("вгд еже", " зий"), ("x", " y")]
+        )
+    ]
+    dense = load_lm(seed, precision="fp32").loglikelihood(requests, disable_tqdm=True)
+    xelm = load_lm(ensemble, router, top_k, precision="fp32").loglikelihood(
+        requests, disable_tqdm=True
+    )
+    for (a, greedy_a), (b, greedy_b) in zip(dense, xelm, strict=True):
+        assert b == pytest.approx(a, abs=1e-4) and greedy_a == greedy_b
+
+
+def test_a_users_jsonl_task_runs_with_shots_and_seeds(twin_ensemble, tmp_path):
+    from xelm.icl.harness import evaluate_icl, load_lm
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(12):
+        word = "".join(rng.choice("abcdef") for _ in range(4))
+        rows.append({"context": f"repeat {word}:", "options": [word, "zzzz"], "answer": 0})
+    task = tmp_path / "repeat.jsonl"
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lm = load_lm(twin_ensemble[0], "posterior", 1, precision="fp32")
+    result = evaluate_icl(lm, [task], shots=[0, 2], seeds=2)["user_repeat"]
+    assert result["chance"] == 0.5 and set(result["shots"]) == {"0", "2"}
+    assert len(result["shots"]["0"]["acc"]) == 1 and len(result["shots"]["2"]["acc"]) == 2
+    assert result["shots"]["2"]["examples"] == 12
+
+
+def test_win_rate_counts_noise_and_chance():
+    def result(accs: dict) -> dict:
+        return {
+            f"t_{lang}": {
+                "task": "t",
+                "lang": lang,
+                "chance": 0.25,
+                "shots": {"0": {"acc_norm": [a], "examples": 400}},
+            }
+            for lang, a in accs.items()
+        }
+
+    ours = result({"a": 0.60, "b": 0.26, "c": 0.50, "d": 0.40})
+    theirs = result({"a": 0.40, "b": 0.25, "c": 0.50, "d": 0.45})
+    w = win_rate(cells(ours, theirs))
+    assert w["cells"] == 4 and w["wins"] == 2 and w["losses"] == 1
+    assert w["rate"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    # a: +0.20 is clear; b: +0.01 is noise (and ours is at chance); d: -0.05 is within noise
+    assert w["clear_wins"] == 1 and w["meaningful_wins"] == 1 and w["within_noise"] == 3
+    assert w["ours_near_chance"] == 1
+    lo, hi = w["ci95"]
+    assert 0 <= lo <= w["rate"] <= hi <= 1
+    assert Cell("t", "x", "0", 0.3, 0.2, 10, 0.25).near_chance(0.3)  # 10 questions: noise
