@@ -35,10 +35,10 @@ def help_pages(lang: str, n: int = 80, seed: int = 0) -> list[Document]:
 @pytest.fixture(scope="module")
 def help_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("icl") / "corpus"
-    every_page_in_test = SplitFractions(validation_fraction=0.0, test_fraction=1.0)
-    with CorpusWriter(out, splits=every_page_in_test) as writer:
+    half_in_test = SplitFractions(validation_fraction=0.1, test_fraction=0.5)
+    with CorpusWriter(out, splits=half_in_test) as writer:
         for lang in ("en", "ru"):
-            writer.write_all(help_pages(lang))
+            writer.write_all(help_pages(lang, n=160))
     return out
 
 
@@ -100,16 +100,27 @@ def test_translation_pairs_paragraphs_by_id_and_skips_untranslated_ones():
 def test_build_writes_jsonl_lm_eval_yaml_and_a_manifest(help_corpus, tmp_path):
     from lm_eval.tasks import TaskManager
 
-    out = tmp_path / "icl"
-    manifest = build_icl(help_corpus, out, IclSpec(examples=8, min_chars=10), log=lambda s: None)
+    from xelm.corpus import Corpus
+
+    spec = IclSpec(examples=8, min_chars=10)
+    manifest = build_icl(help_corpus, tmp_path / "a", spec, log=lambda s: None)
     # a corpus without LibreOffice paragraph ids: continuation and topic only
     assert set(manifest["tasks"]) == {"continuation", "topic"}
     topic = manifest["tasks"]["topic"]["langs"]["ru"]
     assert topic["test"] == 8 and topic["chance"] == pytest.approx(1 / len(TOPICS))
-    rows = [json.loads(x) for x in (out / "topic" / "ru.test.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "a/topic/ru.test.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and set(rows[0]) == {"id", "context", "options", "answer"}
-    manager = TaskManager(include_path=str(out / "lm_eval"))
+    manager = TaskManager(include_path=str(tmp_path / "a" / "lm_eval"))
     assert {"xelm_topic_ru", "xelm_continuation_en"} <= set(manager.all_tasks)
+    # only test pages, and the same files every time
+    test_pages = {d.id for d in Corpus(help_corpus).documents("test", ["ru"])}
+    for path in (tmp_path / "a").glob("*/ru.*.jsonl"):
+        assert {
+            json.loads(x)["id"].split("#")[0] for x in path.read_text().splitlines()
+        } <= test_pages
+    build_icl(help_corpus, tmp_path / "b", spec, log=lambda s: None)
+    for path in (tmp_path / "a").glob("*/*.jsonl"):
+        assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -122,25 +133,67 @@ def twin_ensemble(branch_setup, tmp_path_factory):
     return build_ensemble([seed, seed], out, router="uniform", allocation=allocation), seed
 
 
-@pytest.mark.parametrize(("router", "top_k"), [("uniform", None), ("posterior", 1), ("lid", 1)])
-def test_xelm_lm_scores_a_twin_ensemble_like_hflm_scores_the_model(twin_ensemble, router, top_k):
+REQUESTS = [("abc def ghi", " jkl"), ("abc def ghi", " mno pqr"), ("вгд еже", " зий"), ("x", " y")]
+
+
+def instances(pairs=REQUESTS):
     from lm_eval.api.instance import Instance
 
+    return [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+
+
+@pytest.mark.parametrize(("router", "top_k"), [("uniform", None), ("posterior", 1), ("lid", 1)])
+def test_xelm_lm_scores_a_twin_ensemble_like_hflm_scores_the_model(twin_ensemble, router, top_k):
     from xelm.icl.harness import load_lm
 
     ensemble, seed = twin_ensemble
-    requests = [
-        Instance("loglikelihood", {}, (ctx, cont), i)
-        for i, (ctx, cont) in enumerate(
-            [("abc def ghi", " jkl"), ("abc def ghi", " mno pqr"), ("вгд еже", " зий"), ("x", " y")]
-        )
-    ]
-    dense = load_lm(seed, precision="fp32").loglikelihood(requests, disable_tqdm=True)
+    dense = load_lm(seed, precision="fp32").loglikelihood(instances(), disable_tqdm=True)
     xelm = load_lm(ensemble, router, top_k, precision="fp32").loglikelihood(
-        requests, disable_tqdm=True
+        instances(), disable_tqdm=True
     )
     for (a, greedy_a), (b, greedy_b) in zip(dense, xelm, strict=True):
         assert b == pytest.approx(a, abs=1e-4) and greedy_a == greedy_b
+
+
+def test_a_one_expert_ensemble_is_exactly_that_expert(branch_setup, tmp_path):
+    from xelm.ensemble.build import build_ensemble
+    from xelm.icl.harness import load_lm
+
+    _, seed, _ = branch_setup
+    ensemble = build_ensemble([seed], tmp_path / "one", router="posterior")
+    dense = load_lm(seed, precision="fp32").loglikelihood(instances(), disable_tqdm=True)
+    xelm = load_lm(ensemble, precision="fp32").loglikelihood(instances(), disable_tqdm=True)
+    assert [round(a, 4) for a, _ in xelm] == [round(a, 4) for a, _ in dense]
+
+
+@pytest.mark.parametrize("router", ["uniform", "posterior"])
+def test_xelm_lm_log_likelihood_is_the_ensembles_score(branch_setup, tmp_path, router):
+    """Two different experts: the class's log-likelihood of a continuation is what
+    `XELMForCausalLM.score` gives the same tokens (α fixed, or the per-token posterior)."""
+    import torch
+
+    from xelm.ensemble import XELMForCausalLM
+    from xelm.ensemble.build import build_ensemble
+    from xelm.icl.harness import load_lm
+    from xelm.models import build_model, save_model
+    from xelm.tokenizer import load_tokenizer
+
+    _, seed, _ = branch_setup
+    tok = load_tokenizer(seed)
+    other = save_model(build_model("tiny", tok, max_positions=32, seed=7), tok, tmp_path / "other")
+    ensemble = build_ensemble([seed, other], tmp_path / "ens", router=router)
+    lm = load_lm(ensemble, precision="fp32")
+    got = lm.loglikelihood(instances(), disable_tqdm=True)
+    model = XELMForCausalLM.from_pretrained(ensemble).eval()
+    for (ctx, cont), (logp, _) in zip(REQUESTS, got, strict=True):
+        c, cc = lm._encode_pair(ctx, cont)
+        ids = torch.tensor([c + cc])
+        mask = torch.ones_like(ids)
+        where = torch.zeros_like(ids, dtype=torch.bool)
+        where[0, len(c) - 1 : -1] = True  # position t scores token t+1
+        with torch.no_grad():
+            expected = model.score(ids, mask, where).sum().item()
+        assert logp == pytest.approx(expected, abs=1e-4)
 
 
 def test_a_users_jsonl_task_runs_with_shots_and_seeds(twin_ensemble, tmp_path):
@@ -183,3 +236,37 @@ def test_win_rate_counts_noise_and_chance():
     lo, hi = w["ci95"]
     assert 0 <= lo <= w["rate"] <= hi <= 1
     assert Cell("t", "x", "0", 0.3, 0.2, 10, 0.25).near_chance(0.3)  # 10 questions: noise
+
+
+def test_cli_scores_models_side_by_side_and_lm_eval_knows_the_xelm_model(twin_ensemble, tmp_path):
+    import subprocess
+    import sys
+
+    ensemble, seed = twin_ensemble
+    task = tmp_path / "pick.jsonl"
+    rows = [{"context": f"pick {w}:", "options": [w, "qq"], "answer": 0} for w in "abcdef"]
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "icl.json"
+    cli = [sys.executable, "-m", "xelm", "eval", "icl", "--tasks", str(task), "--shots", "0,1"]
+    cli += ["--seeds", "2", "--model", f"seed={seed}", "--model", f"xelm={ensemble}"]
+    cli += ["--router", "lid", "--top-k", "1", "--precision", "fp32", "--out", str(out)]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "win rates" in done.stdout
+    models = json.loads(out.read_text())["models"]
+    # two copies of the seed: the same answers as the seed itself
+    assert models["xelm"]["user_pick"]["shots"] == models["seed"]["user_pick"]["shots"]
+
+    harness = [sys.executable, "-m", "xelm.lm_eval", "run", "--model", "xelm"]
+    harness += ["--model_args", f"pretrained={ensemble},router=lid,top_k=1"]
+    harness += ["--include_path", str(tmp_path / "yaml"), "--tasks", "pick", "--device", "cpu"]
+    (tmp_path / "yaml").mkdir()
+    import yaml
+
+    from xelm.icl.build import task_yaml
+
+    doc = task_yaml("pick", {"test": task}, " ", ["mine"])
+    (tmp_path / "yaml" / "pick.yaml").write_text(yaml.safe_dump(doc))
+    done = subprocess.run(harness, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "|pick" in done.stdout and "acc_norm" in done.stdout

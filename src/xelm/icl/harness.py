@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -134,6 +135,8 @@ def evaluate_icl(
 ) -> dict:
     """{task name: {task, lang, chance, shots: {n: {acc: [per seed], acc_norm: [...],
     examples}}}}."""
+    # the tasks read local files: never look for them on the hub (set before datasets loads)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager

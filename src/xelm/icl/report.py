@@ -138,6 +138,7 @@ def plot_icl(results: dict[str, dict], path: Path, metric: str = METRIC) -> None
         if chances and all(c is not None for c in chances):
             ax.axhline(sum(chances) / len(chances), ls="--", color="grey", lw=1, label="chance")
         ax.set_title(task)
+        ax.set_ylim(0, 1)  # the whole range: small differences should look small
         ax.set_xlabel("demonstrations")
         ax.set_ylabel(f"{metric}, mean over languages")
     axes[0][-1].legend(fontsize=7)
