@@ -72,13 +72,12 @@ def test_translation_pairs_paragraphs_by_id_and_skips_untranslated_ones():
         for page, [(pid, _)] in english.items()
     }
     target["text/swriter/p3"] = [("par_3", english["text/swriter/p3"][0][1])]  # untranslated
-    tasks = build_lang(
-        "ru",
-        [Document(p, "ru", "x") for p in english],
-        IclSpec(min_chars=5),
-        (english, target),
-        "Russian",
-    )
+
+    def build():
+        docs = [Document(p, "ru", "x") for p in english]
+        return build_lang("ru", docs, IclSpec(min_chars=5), (english, target), "Russian")
+
+    tasks = build()
     questions = tasks["translation"]["test"] + tasks["translation"]["fewshot"]
     assert questions and all(len(q.options) == 4 for q in questions)
     for q in questions:
@@ -87,13 +86,7 @@ def test_translation_pairs_paragraphs_by_id_and_skips_untranslated_ones():
         assert q.options[q.answer] == target[page][0][1]
         assert page != "text/swriter/p3"
     # the same seed gives the same questions
-    again = build_lang(
-        "ru",
-        [Document(p, "ru", "x") for p in english],
-        IclSpec(min_chars=5),
-        (english, target),
-        "Russian",
-    )
+    again = build()
     assert again["translation"]["test"] == tasks["translation"]["test"]
 
 

@@ -38,6 +38,15 @@ MODELS = [
     "lapt/pl",
 ]
 ADAPT_STAGES = ["adapt typology-k2-typology", "adapt typology-k2-seed", "lapt pl"]
+# tiny.yaml's icl: seed, dense, merged models and each X-ELM with its first router
+ICL_MODELS = [
+    "seed",
+    "dense",
+    "typology-k2/posterior",
+    "merged/typology-k2",
+    "tfidf-k2/posterior",
+    "merged/tfidf-k2",
+]
 ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
 STAGES = [
     "corpus",
@@ -51,9 +60,12 @@ STAGES = [
     "ensemble typology-k2-r2",
     *ADAPT_STAGES,
     *(f"eval {m}" for m in MODELS),
+    "icl tasks",
+    *(f"icl {m}" for m in ICL_MODELS),
     "report",
 ]
-DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in ("corpus", "udhr", *ALLOCATION_STAGES)]
+NOT_DOWNSTREAM_OF_TOKENIZER = ("corpus", "udhr", "icl tasks", *ALLOCATION_STAGES)
+DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in NOT_DOWNSTREAM_OF_TOKENIZER]
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +141,18 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     for png in ("bits_per_byte_in_domain", "bits_per_byte_udhr", "improvement_over_dense"):
         assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
         assert f"plots/{png}.png" in report
+    # few-shot: every ICL model scored on every task, language and shots, and reported
+    assert list(results.icl) == ICL_MODELS
+    for tasks in results.icl.values():
+        assert {t["task"] for t in tasks.values()} == {"translation", "continuation", "topic"}
+        assert all(set(t["shots"]) == {"0", "1"} for t in tasks.values())
+    assert (
+        "## Few-shot in-context learning" in report
+        and "| typology-k2/posterior | dense |" in report
+    )
+    assert (run_dir / "plots" / "icl.png").stat().st_size > 10_000
     html = (run_dir / "report.html").read_text()
-    assert "<table>" in html and html.count("data:image/png;base64,") == 4
+    assert "<table>" in html and html.count("data:image/png;base64,") == 5
     # the ensemble and the merged model are HF folders
     assert AutoModelForCausalLM.from_pretrained(run_dir / "merged" / "tfidf-k2").num_parameters()
     ensemble = AutoModelForCausalLM.from_pretrained(run_dir / "ensembles" / "typology-k2")
