@@ -460,6 +460,11 @@ CASES = [
         "no language xx in the corpus",
     ),
     (
+        "data icl: no question can be built",
+        "data icl --corpus {corpus} --out {out}",
+        "no question could be built",
+    ),
+    (
         "eval icl: task line without an answer",
         "eval icl --model {seed} --tasks {tmp}/no_answer.jsonl --out {out}",
         "no_answer.jsonl:1: missing field answer",

@@ -159,6 +159,12 @@ def build_icl(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
             log(f"  {lang}: " + ", ".join(_sizes(manifest, lang)))
+        if not any(entry["langs"] for entry in manifest["tasks"].values()):
+            raise XelmError(
+                f"{corpus.path}: no question could be built from its test pages (continuation "
+                "needs pages of two or more paragraphs, one per line; topic needs LibreOffice "
+                "help page ids); use another corpus, or no icl section"
+            )
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
