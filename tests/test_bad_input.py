@@ -460,6 +460,16 @@ CASES = [
         "no language xx in the corpus",
     ),
     (
+        "data install-guide: a language it lacks",
+        "data install-guide --out {out} --langs de,fi",
+        "the installation guide has no fi",
+    ),
+    (
+        "data stress: language not in the corpus",
+        "data stress --corpus {corpus} --out {out} --langs xx",
+        "no language xx in the corpus",
+    ),
+    (
         "data icl: no question can be built",
         "data icl --corpus {corpus} --out {out}",
         "no question could be built",

