@@ -78,11 +78,10 @@ def run_ours(args) -> dict:
 
 
 def run_trainer(args) -> dict:
-    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from xelm.corpus import Corpus, sampling_shares
-    from xelm.models import bf16_supported, build_model, count_parameters
+    from xelm.models import build_model, count_parameters, use_bf16
     from xelm.tokenizer import load_tokenizer
     from xelm.tokens import BlockSampler, token_streams
 
@@ -96,9 +95,7 @@ def run_trainer(args) -> dict:
     blocks = sampler.next_batch(args.steps * args.micro_batch_size)[:, : args.seq_len]
     dataset = [{"input_ids": b, "labels": b} for b in blocks]
     model = build_model(args.preset, tokenizer, args.seq_len)
-    use_bf16 = args.precision == "bf16" or (
-        args.precision == "auto" and bf16_supported(torch.device("cpu"))
-    )
+    bf16 = use_bf16(args.precision, "cpu")
     times: list[float] = []
 
     class Clock(TrainerCallback):
@@ -115,7 +112,7 @@ def run_trainer(args) -> dict:
         weight_decay=0.1,
         adam_beta2=0.95,
         max_grad_norm=1.0,
-        bf16=use_bf16,
+        bf16=bf16,
         use_cpu=True,
         report_to=[],
         save_strategy="no",
@@ -130,7 +127,7 @@ def run_trainer(args) -> dict:
     return {
         "tokens_per_s": timed * args.micro_batch_size * args.seq_len / seconds,
         "params": count_parameters(model),
-        "precision": "bf16" if use_bf16 else "fp32",
+        "precision": "bf16" if bf16 else "fp32",
     }
 
 

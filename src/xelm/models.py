@@ -152,8 +152,12 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def use_bf16(precision: str, device: torch.device | str = "cpu") -> bool:
+    """Whether a `precision` setting (auto / bf16 / fp32) means bf16 on `device`."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(torch.device(device)))
+
+
 def autocast(precision: str, device: torch.device | str = "cpu"):
     """The `precision` setting (auto / bf16 / fp32) as an autocast context on `device`."""
     device = torch.device(device)
-    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(precision, device))

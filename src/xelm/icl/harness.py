@@ -97,11 +97,11 @@ def load_lm(
     import torch
 
     from xelm.evaluate import is_ensemble
-    from xelm.models import bf16_supported
+    from xelm.models import use_bf16
     from xelm.paths import hf_ref
 
     hf_ref(model_path)
-    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(torch.device("cpu")))
+    bf16 = use_bf16(precision, "cpu")
     common = {
         "device": "cpu",
         "batch_size": batch_size,

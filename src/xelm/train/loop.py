@@ -19,12 +19,12 @@ import torch
 
 from xelm.errors import XelmError
 from xelm.models import (
-    bf16_supported,
     build_model,
     check_vocab,
     count_parameters,
     load_model,
     save_model,
+    use_bf16,
 )
 from xelm.paths import hf_ref, writable
 from xelm.tokenizer import load_tokenizer
@@ -82,7 +82,7 @@ def _accelerator(cfg: TrainConfig, work: Path):
 
     cpu = not torch.cuda.is_available()
     device = torch.device("cpu" if cpu else "cuda")
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
+    bf16 = use_bf16(cfg.precision, device)
     tensorboard = "tensorboard" if is_tensorboard_available() else None
     accelerator = Accelerator(
         mixed_precision="bf16" if bf16 else "no",
