@@ -87,3 +87,23 @@ def branch_setup(lm_setup, tmp_path_factory):
     seed = train(cfg, progress=False)
     allocate_typology(lm_setup / "corpus", root / "alloc", TypologySpec(k=2))
     return root, seed, root / "alloc"
+
+
+@pytest.fixture(scope="session")
+def trained(branch_setup, lm_setup):
+    """k=2 experts for a typology and a TF-IDF allocation of the synthetic corpus."""
+    from xelm.allocate.tfidf import TfidfAllocationSpec, allocate_tfidf
+    from xelm.config import TrainConfig
+    from xelm.experts import BranchSpec, train_experts
+
+    root, seed, typology = branch_setup
+    tfidf = root / "alloc-tfidf"
+    if not tfidf.exists():
+        allocate_tfidf(lm_setup / "corpus", tfidf, TfidfAllocationSpec(k=2), progress=False)
+    base = TrainConfig(seq_len=32, micro_batch_size=4, threads=1, lr=1e-3)
+    out = {}
+    for name, alloc in (("typology", typology), ("tfidf", tfidf)):
+        spec = BranchSpec(tokens=8 * 4 * 32, train=base)
+        train_experts(seed, alloc, root / f"ens-{name}", spec, progress=False)
+        out[name] = (sorted((root / f"ens-{name}").glob("expert_??")), alloc)
+    return root, out

@@ -160,26 +160,6 @@ def test_bad_weights_and_experts_are_clear_errors(experts):
 # --- ensemble folders on real (tiny) experts ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(branch_setup, lm_setup):
-    """k=2 experts for a typology and a TF-IDF allocation of the synthetic corpus."""
-    from xelm.allocate.tfidf import TfidfAllocationSpec, allocate_tfidf
-    from xelm.config import TrainConfig
-    from xelm.experts import BranchSpec, train_experts
-
-    root, seed, typology = branch_setup
-    tfidf = root / "alloc-tfidf"
-    if not tfidf.exists():
-        allocate_tfidf(lm_setup / "corpus", tfidf, TfidfAllocationSpec(k=2), progress=False)
-    base = TrainConfig(seq_len=32, micro_batch_size=4, threads=1, lr=1e-3)
-    out = {}
-    for name, alloc in (("typology", typology), ("tfidf", tfidf)):
-        spec = BranchSpec(tokens=8 * 4 * 32, train=base)
-        train_experts(seed, alloc, root / f"ens-{name}", spec, progress=False)
-        out[name] = (sorted((root / f"ens-{name}").glob("expert_??")), alloc)
-    return root, out
-
-
 def test_ensemble_folder_loads_with_auto_classes_and_round_trips(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -32,6 +32,13 @@ class LangScore:
     bytes: int = 0
     nll: float = 0.0  # nats, summed over tokens
     routed: list[int] | None = None  # routed ensembles: documents whose largest α is expert e
+    model_tokens: int = 0  # token positions the model(s) ran on, routing included
+    window_tokens: int = 0  # ... one model scoring the same documents in the same windows
+
+    @property
+    def cost(self) -> float:
+        """Model forward passes per token, relative to one model scoring alike (dense = 1)."""
+        return self.model_tokens / self.window_tokens if self.window_tokens else float("nan")
 
     @property
     def perplexity(self) -> float:
@@ -47,6 +54,7 @@ class LangScore:
             **fields,
             "perplexity": round(self.perplexity, 4),
             "bits_per_byte": round(self.bits_per_byte, 5),
+            "cost": round(self.cost, 4),
         }
 
 
@@ -109,7 +117,8 @@ def _pad(chunk, pad: int, device):
 
 
 def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
-    """Summed NLL of (window, tokens to score[, expert log-weights]) pieces, batched."""
+    """Summed NLL of (window, tokens to score[, expert log-weights[, head]]) pieces, batched;
+    the first `head` targets of a piece are scored by the ensemble's fallback alone."""
     # similar lengths together (little padding); routed pieces grouped by their top expert, so
     # a batch runs few experts on many rows rather than many on few
     pieces = sorted(pieces, key=lambda p: (int(p[2].argmax()) if len(p) > 2 else 0, len(p[0])))
@@ -120,16 +129,26 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
         ids, mask, target_mask = _pad(chunk, pad, device)
         targets = ids[:, 1:][target_mask]
         if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
-            weights = None
+            weights, solo = None, None
             if len(chunk[0]) > 2:  # per-document routing
                 weights = torch.stack([p[2] for p in chunk]).to(device)
-            nll -= model.score(ids, mask, F.pad(target_mask, (0, 1)), weights).sum().item()
+            if len(chunk[0]) > 3:  # the first h targets of a piece: the fallback's alone
+                solo = torch.zeros_like(target_mask)
+                for row, (w, n, _, h) in enumerate(chunk):
+                    solo[row, len(w) - 1 - n : len(w) - 1 - n + h] = True
+                solo = F.pad(solo, (0, 1))
+            scored = F.pad(target_mask, (0, 1))
+            nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().item()
         else:
             logits = model(input_ids=ids, attention_mask=mask).logits
             # only the scored positions go through the (vocabulary-wide) log-softmax
             picked = logits[:, :-1][target_mask].float()
             nll += F.cross_entropy(picked, targets, reduction="sum").item()
     return nll
+
+
+def _window_tokens(docs: list[list[int]], context: int, stride: int) -> int:
+    return sum(len(w) for ids in docs for w, _ in windows(ids, context, stride))
 
 
 @torch.no_grad()
@@ -145,11 +164,19 @@ def score_texts(
     """Sum of NLL over all tokens of `texts` (each scored as its own document)."""
     stride = stride or max(1, context // 2)
     score = LangScore()
-    pieces = [
-        p for ids in _documents(tokenizer, texts, score) for p in windows(ids, context, stride)
-    ]
+    docs = _documents(tokenizer, texts, score)
+    pieces = [p for ids in docs for p in windows(ids, context, stride)]
+    ran = getattr(model, "tokens_run", None)
     score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device)
+    score.window_tokens = _window_tokens(docs, context, stride)
+    score.model_tokens = score.window_tokens if ran is None else model.tokens_run - ran
     return score
+
+
+ROUTE_ON = ("head", "recent", "prefix")
+"""What a per-document router reads: the document's head (α fixed for the document), or,
+before every window, the window's own context (`recent`, so α follows the document) or all
+of the document before it (`prefix`)."""
 
 
 @torch.no_grad()
@@ -162,40 +189,99 @@ def score_texts_routed(
     stride: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    route_on: str = "head",
 ) -> LangScore:
-    """An ensemble whose α is fixed per document from its beginning (prefix routers, or top-k
-    of the posterior): each document's first `route_tokens` tokens (its head) are scored by the
-    posterior over all experts, token by token; the router reads the head and the rest is scored
-    with that α (top-k: only those experts run). No token is scored with α that saw it."""
+    """An ensemble whose α is fixed per window (prefix routers, or top-k of the posterior):
+    each document's first `route_tokens` tokens (its head) are scored by the posterior over all
+    experts, token by token; then every window is scored with the α its router gives from the
+    text before it (`route_on`: the head, the window's context, the whole prefix; top-k: only
+    those experts run). No token is scored with α that saw it."""
     router = model.router
     if not router.reads_prefix and not (router.per_token and model.config.top_experts):
         return score_texts(model, tokenizer, texts, context, stride, batch_size, device)
+    if route_on not in ROUTE_ON:
+        raise XelmError(f"route_on {route_on!r}: use one of {', '.join(ROUTE_ON)}")
+    if route_on == "prefix" and not router.reads_prefix:
+        raise XelmError(
+            "route_on prefix: the posterior over a whole prefix needs every expert at every "
+            "token; use the posterior without top_k, or route_on recent"
+        )
     stride = stride or max(1, context // 2)
     score = LangScore()
     docs = _documents(tokenizer, texts, score)
+    ran = model.tokens_run
     heads = [(ids[: route_tokens + 1], len(ids[: route_tokens + 1]) - 1) for ids in docs]
-    log_alpha = []
+    # the head: scored before anything routes it. With a fallback and a prefix router, the
+    # fallback scores it alone within the first window (it runs there anyway); otherwise the
+    # posterior over all experts, on the head apart
+    solo_head = router.reads_prefix and model.mixes_fallback
+    if solo_head:
+        head_alpha = _route_texts(model, [ids[1:] for ids, _ in heads], [None] * len(heads))
+        if abstained := [i for i, a in enumerate(head_alpha) if a is None]:
+            some = [heads[i] for i in abstained]  # the posterior routes what the router can't
+            _, post = _posterior_scores(model, tokenizer, some, batch_size, context, device)
+            for i, a in zip(abstained, post, strict=True):
+                head_alpha[i] = a
+    else:
+        nll, head_alpha = _posterior_scores(model, tokenizer, heads, batch_size, context, device)
+        score.nll += nll
+        if router.reads_prefix:  # the router reads the head; where it abstains, the posterior
+            head_alpha = _route_texts(model, [ids[1:] for ids, _ in heads], head_alpha)
+    pieces, before = [], []
+    skip = 0 if solo_head else route_tokens
+    for ids, a in zip(docs, head_alpha, strict=True):
+        first = skip + 1  # the first token the window scores
+        for w, n in windows(ids, context, stride, skip=skip):
+            head = max(0, min(route_tokens + 1 - first, n)) if solo_head else 0
+            pieces.append((w, n, a, head))
+            before.append(w[1 : len(w) - n] if route_on == "recent" else ids[1:first])
+            first += n
+    if route_on != "head" and pieces:
+        kept = [p[2] for p in pieces]  # where nothing reroutes a window: the document's α
+        if router.reads_prefix:
+            alphas = _route_texts(model, before, kept)
+        else:  # the posterior over the last route_tokens tokens before the window
+            alphas, probed = list(kept), [i for i, b in enumerate(before) if len(b) > 1]
+            tails = [before[i][-route_tokens:] for i in probed]
+            probes = [(t, len(t) - 1) for t in tails]
+            if probes:
+                _, post = _posterior_scores(model, tokenizer, probes, batch_size, context, device)
+                for i, a in zip(probed, post, strict=True):
+                    alphas[i] = a
+        pieces = [(w, n, a, h) for (w, n, _, h), a in zip(pieces, alphas, strict=True)]
+    score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
+    top = torch.stack([p[2] for p in pieces] or head_alpha).argmax(-1)
+    score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
+    score.window_tokens = _window_tokens(docs, context, stride)
+    score.model_tokens = model.tokens_run - ran
+    return score
+
+
+def _posterior_scores(model, tokenizer, heads, batch_size: int, context: int, device):
+    """Summed NLL of (tokens, tokens to score) pieces under the posterior over all experts
+    (and the fallback, if mixed in), token by token, and the experts' posterior after each."""
+    nll, posterior = 0.0, []
+    # heads are short: batch as many tokens as a batch of windows holds (small matmuls are
+    # slow, and every expert runs on every head)
+    per_batch = max(batch_size, batch_size * context // (max(len(h) for h, _ in heads) + 1))
     with model.routing(model.posterior_router(), None):
-        # heads are short: batch as many tokens as a batch of windows holds (small matmuls are
-        # slow, and every expert runs on every head)
-        per_batch = max(batch_size, batch_size * context // (route_tokens + 1))
         for i in range(0, len(heads), per_batch):
             ids, mask, target_mask = _pad(heads[i : i + per_batch], _separator(tokenizer), device)
-            logp, posterior = model.score(
-                ids, mask, F.pad(target_mask, (0, 1)), return_posterior=True
-            )
-            score.nll -= logp.sum().item()
-            routed = model.route(ids, mask, router=router) if router.reads_prefix else None
-            log_alpha += list(routed if routed is not None else posterior)
-    pieces = [
-        (w, n, a)
-        for ids, a in zip(docs, log_alpha, strict=True)
-        for w, n in windows(ids, context, stride, skip=route_tokens)
-    ]
-    score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
-    top = torch.stack(log_alpha).argmax(-1)
-    score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
-    return score
+            logp, post = model.score(ids, mask, F.pad(target_mask, (0, 1)), return_posterior=True)
+            nll -= logp.sum().item()
+            posterior += list(post)
+    return nll, posterior
+
+
+def _route_texts(model, token_rows: list[list[int]], default: list) -> list:
+    """The prefix router's α for the text of each row of tokens (`default` where it has no
+    text or abstains)."""
+    texts = model.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
+    out = []
+    for text, a in zip(texts, default, strict=True):
+        routed = model.router.route([text]) if text.strip() else None
+        out.append(a if routed is None else routed[0])
+    return out
 
 
 def _texts(corpus: Corpus, split: str, lang: str, max_docs: int | None) -> list[str]:
@@ -226,9 +312,13 @@ def evaluate_model(
     route_tokens: int = 32,
     trust_external_experts: bool = False,
     precision: str = "auto",
+    route_on: str = "head",
+    window: int | None = None,
+    fallback: bool | None = None,
 ) -> dict[str, dict[str, float]]:
-    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte}} for one model (an HF
-    causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`).
+    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte, cost}} for one model
+    (an HF causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`,
+    `route_on`, `window` and `fallback`: see `RouterChoice`).
 
     `precision` auto runs the models in bf16 autocast where the hardware makes that fast (the
     log-softmax and the sums stay fp32); measured on the demo seed with a 2-core AVX-512-BF16
@@ -247,9 +337,11 @@ def evaluate_model(
             top_experts=top_experts,
             temperature=temperature,
             trust_external_experts=trust_external_experts,
+            use_fallback=fallback,
+            window=window,
         )
         tokenizer, inner = model.tokenizer, model.experts[0].config
-        score = functools.partial(score_texts_routed, route_tokens=route_tokens)
+        score = functools.partial(score_texts_routed, route_tokens=route_tokens, route_on=route_on)
     else:
         tokenizer = load_tokenizer(model_path)
         model = load_model(model_path).eval()

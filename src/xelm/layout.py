@@ -27,6 +27,14 @@ class RunLayout:
         return self.root / "udhr"
 
     @property
+    def install_guide(self) -> Path:
+        return self.root / "install_guide"
+
+    @property
+    def stress(self) -> Path:
+        return self.root / "stress"
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 

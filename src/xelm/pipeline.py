@@ -17,7 +17,14 @@ from pathlib import Path
 
 from xelm.allocate import allocate
 from xelm.config import RunConfig, dump_config
-from xelm.data.build import build_corpus, build_udhr_corpus
+from xelm.corpus import Corpus
+from xelm.data.build import (
+    build_corpus,
+    build_install_guide_corpus,
+    build_stress_corpus,
+    build_udhr_corpus,
+)
+from xelm.data.install_guide import INSTALL_GUIDE_LANGS
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
 from xelm.experts import expert_folders, plan_rounds, train_dense
@@ -71,6 +78,13 @@ class Plan:
         if d.udhr:
             langs = d.train_langs + d.heldout_langs
             self.add("udhr", run.udhr, lambda f: build_udhr_corpus(f, langs), langs, "nfc")
+        if d.install_guide:
+            langs = [x for x in d.train_langs + d.heldout_langs if x in INSTALL_GUIDE_LANGS]
+            build = functools.partial(build_install_guide_corpus, langs=langs)
+            self.add("install_guide", run.install_guide, build, langs)
+        if d.stress:
+            build = functools.partial(build_stress_corpus, run.corpus, langs=d.train_langs)
+            self.add("stress", run.stress, build, self.keys["corpus"], d.train_langs)
         t = self.cfg.tokenizer
         if t.pretrained is None:
             build = lambda f: train_tokenizer(run.corpus, f, t)  # noqa: E731
@@ -148,7 +162,7 @@ class Plan:
         ens, run = self.cfg.ensembles, self.run
         for name, spec, _ in self.expert_sets():
             experts = run.experts(name)
-            build = functools.partial(_ensemble, experts, run.corpus, ens.prior)
+            build = functools.partial(_ensemble, experts, run.corpus, ens.prior, run.seed)
             key = self.add(
                 f"ensemble {name}",
                 run.ensemble(name),
@@ -156,6 +170,7 @@ class Plan:
                 self.keys[f"experts {name}"],
                 ens.prior,
                 "experts inside",  # earlier ensemble folders referenced them: rebuild those
+                self.keys["seed"],  # the fallback
             )
             routers = [c for c in ens.routers if c.applies_to(spec.method)]
             for choice in routers if name == spec.name else routers[:1]:  # variants: the first
@@ -221,22 +236,38 @@ class Plan:
                     EvalModel(f"lapt/{lang}", "lapt", run.lapt(lang), key, langs=langs)
                 )
 
-    def evaluations(self) -> None:
-        """One stage per model (and router), so adding one scores only that one."""
+    def test_sets(self) -> dict[str, tuple[Path, str, int | None]]:
+        """{name: (corpus, split, documents per language)} of the sets the run scores."""
         d, e, run = self.cfg.data, self.cfg.eval, self.run
-        sets = {"in_domain": (run.corpus, e.split)}
+        sets = {"in_domain": (run.corpus, e.split, e.max_docs)}
         if d.udhr and e.udhr:
-            sets["udhr"] = (run.udhr, "test")
-        sets_key = fingerprint(self.keys["corpus"], self.keys.get("udhr"), e)
+            sets["udhr"] = (run.udhr, "test", e.max_docs)
+        ood = e.max_docs_ood or e.max_docs
+        if d.install_guide and e.install_guide:
+            sets["install_guide"] = (run.install_guide, "test", ood)
+        if d.stress and e.stress:
+            sets["stress"] = (run.stress, "test", ood)
+        return sets
+
+    def evaluations(self) -> None:
+        """One stage per model (and router), so adding one scores only that one. Models that
+        name their languages per set (adapted, LAPT) are scored on those sets only."""
+        d, e, run = self.cfg.data, self.cfg.eval, self.run
+        sets = self.test_sets()
+        sets_key = fingerprint(
+            self.keys["corpus"], *(self.keys.get(s) for s in sets if s != "in_domain"), e
+        )
         route_tokens = self.cfg.ensembles.route_tokens if self.cfg.ensembles else None
         for model in self.models:
-            langs = {s: (model.langs or {}).get(s, d.train_langs) for s in sets}
+            if model.kind in ("adapted", "lapt"):
+                langs = {s: model.langs[s] for s in sets if s in model.langs}
+            else:
+                langs = {s: (model.langs or {}).get(s, d.train_langs) for s in sets}
             build = functools.partial(
                 _evaluate,
                 model,
-                sets,
+                {s: sets[s] for s in langs},
                 langs,
-                e.max_docs,
                 e.precision,
                 route_tokens,
                 self.tokenizer,
@@ -373,12 +404,18 @@ def _experts(run: RunLayout, allocation: str, spec, log: Log, folder: Path) -> N
             )
 
 
-def _ensemble(experts: Path, corpus: Path, prior, folder: Path) -> None:
-    """The allocation's ensemble with BTM's cached prior (routers are chosen at evaluation)."""
+def _ensemble(experts: Path, corpus: Path, prior, seed: Path, folder: Path) -> None:
+    """The allocation's ensemble with BTM's cached prior (routers are chosen at evaluation),
+    the seed beside the experts as the fallback some routers mix in."""
     from xelm.ensemble.build import build_ensemble
 
     build_ensemble(
-        expert_folders(experts), folder, "posterior", prior_from=corpus, prior_spec=prior
+        expert_folders(experts),
+        folder,
+        "posterior",
+        prior_from=corpus,
+        prior_spec=prior,
+        fallback=seed,
     )
 
 
@@ -404,7 +441,6 @@ def _evaluate(
     model: EvalModel,
     sets: dict,
     langs: dict[str, list[str]],
-    max_docs: int | None,
     precision: str,
     route_tokens: int | None,
     tokenizer: str,
@@ -412,16 +448,18 @@ def _evaluate(
     log: Log,
     out: Path,
 ) -> None:
-    """{test set: {lang: scores}} of one model."""
+    """{test set: {lang: scores}} of one model (on the languages each set has)."""
     results = {}
-    for set_name, (corpus_dir, split) in sets.items():
+    for set_name, (corpus_dir, split, max_docs) in sets.items():
         log(f"  {model.name}: {set_name} ({corpus_dir}, {split})")
+        have = Corpus(corpus_dir).langs
+        set_langs = [lang for lang in langs[set_name] if lang in have]
         if model.path is None:
             results[set_name] = unigram_baseline(
                 tokenizer,
                 corpus_dir,
                 split,
-                langs[set_name],
+                set_langs,
                 max_docs,
                 train_corpus_dir=train_corpus,
             )
@@ -429,17 +467,12 @@ def _evaluate(
         how = {}
         if model.router is not None:
             r = model.router
-            how = {
-                "router": r.router,
-                "top_experts": r.top_k,
-                "temperature": r.temperature,
-                "route_tokens": route_tokens,
-            }
+            how = {**r.settings(), "route_tokens": route_tokens}
         results[set_name] = evaluate_model(
             model.path,
             corpus_dir,
             split,
-            langs[set_name],
+            set_langs,
             max_docs=max_docs,
             precision=precision,
             **how,
@@ -463,6 +496,8 @@ def _icl(model: EvalModel, tasks: Path, icl, log: Log, out: Path) -> None:
         router.router if router else None,
         router.top_k if router else None,
         icl.batch_size,
+        fallback=bool(router and router.fallback),
+        window=router.window if router else None,
     )
     results = evaluate_icl(lm, [tasks], icl.shots, icl.seeds)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")

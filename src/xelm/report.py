@@ -25,7 +25,13 @@ from xelm.results import (
     read_scores,
 )
 
-SET_TITLES = {"in_domain": "in-domain test pages", "udhr": "UDHR (out of domain)"}
+SET_TITLES = {
+    "in_domain": "in-domain test pages",
+    "udhr": "UDHR (out of domain)",
+    "install_guide": "Debian installation guide (out of domain)",
+    "stress": "test pages behind English or code preambles",
+}
+SET_SHORT = {"in_domain": "in domain", "udhr": "UDHR", "install_guide": "install guide"}
 
 
 def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:
@@ -285,6 +291,56 @@ def plot_improvement(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
+def cost_models(results: Results) -> list[str]:
+    """The models of the cost comparison: all but the unigram and the adaptation's."""
+    return [n for n in results.main_models if results.models[n].kind != "unigram"]
+
+
+def plot_bits_vs_cost(results: Results, path: Path) -> None:
+    """Per test set: each model's mean bits/byte relative to dense against the model passes it
+    spends per token (the frontier a router choice moves along)."""
+    plt = _plt()
+    sets = results.sets
+    fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False)
+    dense = {s: mean_bits(results.bits("dense", s)) for s in sets}
+    for ax, set_name in zip(axes[0], sets, strict=True):
+        for name in cost_models(results):
+            cost = results.passes(name, set_name)
+            if cost is None:
+                continue
+            rel = 100 * (mean_bits(results.bits(name, set_name)) / dense[set_name] - 1)
+            kind = results.models[name].kind
+            ax.scatter(cost, rel, s=28, marker="o" if kind == "x-elm" else "s")
+            ax.annotate(name, (cost, rel), fontsize=6, xytext=(3, 2), textcoords="offset points")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlabel("model passes per token (dense = 1)")
+        ax.set_ylabel("mean bits/byte, % vs dense")
+        ax.set_title(SET_SHORT.get(set_name, set_name))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sets_table(results: Results) -> str:
+    """One row per model: on every test set its mean bits/byte, the languages where it beats
+    dense, and what it costs to run (model passes per token)."""
+    sets = results.sets
+    head = " | ".join(f"{SET_SHORT.get(s, s)}: bits/byte | better | passes" for s in sets)
+    lines = [f"| model | {head} |", "|---|" + "---:|---:|---:|" * len(sets)]
+    for name in cost_models(results):
+        cells = []
+        for set_name in sets:
+            mine, base = results.bits(name, set_name), results.bits("dense", set_name)
+            won = sum(mine[x] < base[x] for x in base if x in mine)
+            better = "" if name == "dense" else f"{won}/{len(base)}"
+            cost = results.passes(name, set_name)
+            passes = "" if cost is None else f"{cost:.2f}"
+            cells.append(f"{mean_bits(mine):.3f} | {better} | {passes}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -325,6 +381,15 @@ def report_markdown(
     if "improvement" in plots:
         parts.append("## Relative to the dense baseline\n")
         parts.append(f"![improvement over dense]({plots['improvement']})\n")
+    if "cost" in plots:
+        parts.append("## Every test set, with what each model costs to run\n")
+        parts.append(
+            "Mean bits/byte over the training languages, on how many of them the model beats "
+            "dense, and model forward passes per token (token positions all its models ran "
+            "on, routing included, over those of one model scoring the same windows).\n"
+        )
+        parts.append(sets_table(results))
+        parts.append(f"![bits per byte vs cost]({plots['cost']})\n")
     if analysis:
         parts.append("## Routing\n")
         parts += [f"- {line}" for line in analysis]
@@ -389,6 +454,9 @@ def write_report(
     if "dense" in results.models and len(plotted) > 2:
         plot_improvement(results, run.plots / "improvement_over_dense.png")
         plots["improvement"] = "plots/improvement_over_dense.png"
+    if "dense" in results.models:
+        plot_bits_vs_cost(results, run.plots / "bits_vs_cost.png")
+        plots["cost"] = "plots/bits_vs_cost.png"
     adaptation_plot = None
     if results.new_langs:
         plot_adaptation(results, run.plots / "adaptation.png")

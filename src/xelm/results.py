@@ -42,6 +42,8 @@ class LangScores(BaseModel):
     routed: list[int] | None = None  # routed ensembles: documents whose top expert is e
     perplexity: float
     bits_per_byte: float
+    model_tokens: int | None = None  # token positions the model(s) ran on, routing included
+    window_tokens: int | None = None  # ... one model scoring the same windows
 
 
 Scores = dict[str, LangScores]  # per language
@@ -109,6 +111,15 @@ class Results(Record):
         languages; the new languages of an adaptation are reported apart)."""
         scores = bits(self.models[model].scores[test_set])
         return {lang: scores[lang] for lang in langs or self.train_langs if lang in scores}
+
+    def passes(self, model: str, test_set: str) -> float | None:
+        """Model forward passes per token on a test set's training languages, relative to one
+        model scoring the same windows (dense: 1; None: not measured, e.g. the unigram)."""
+        scores = self.models[model].scores[test_set]
+        rows = [scores[x] for x in self.train_langs if x in scores]
+        if not rows or any(r.model_tokens is None or not r.window_tokens for r in rows):
+            return None
+        return sum(r.model_tokens for r in rows) / sum(r.window_tokens for r in rows)
 
     @property
     def main_models(self) -> list[str]:

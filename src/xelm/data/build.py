@@ -30,6 +30,12 @@ class DataConfig(libreoffice.DemoFilter, SplitFractions, SourceOptions):
     """languages kept out of training (new languages for adaptation)"""
     udhr: bool = no_effect(True)
     """also build the UDHR out-of-domain test set"""
+    install_guide: bool = no_effect(False)
+    """also build the Debian installation guide test set (technical text with commands and
+    English inside; the languages it has)"""
+    stress: bool = no_effect(False)
+    """also build the preamble stress set (the corpus's test pages behind English or code-like
+    preambles)"""
     sources: list[str] | None = None
     """any other corpus instead of the demo's (as `xelm data import`): files, folders or hf:NAME
     hub datasets; only train_langs and heldout_langs are kept"""

@@ -166,17 +166,21 @@ def build_ensemble(
     temperature: float | None = None,
     prior_from: str | Path | None = None,
     prior_spec: PriorSpec | None = None,
+    fallback: str | Path | None = None,
 ) -> Path:
     """Write an ensemble folder for `experts` (HF folders; xelm experts know their cluster and
     allocation, any other model is cluster = its position). `prior_from`: a corpus whose
-    held-out documents the prior (of the prior and posterior routers) is estimated from."""
+    held-out documents the prior (of the prior and posterior routers) is estimated from.
+    `fallback`: a model of the same tokenizer (the seed) placed beside the experts, which
+    scoring can mix in token by token (`use_fallback`)."""
     from xelm.allocate.allocation import Allocation
-    from xelm.ensemble.modeling import XELMConfig
+    from xelm.ensemble.modeling import FALLBACK_DIR, XELMConfig
     from xelm.experts import ExpertRecord
 
     folders = [Path(e) for e in experts]
-    configs = _expert_configs(folders)
-    tokenizer = check_same_tokenizer(folders)
+    every = folders + ([Path(fallback)] if fallback is not None else [])
+    configs = _expert_configs(every)
+    tokenizer = check_same_tokenizer(every)
     records = [ExpertRecord.find(f) for f in folders]
     clusters = [r.cluster if r else n for n, r in enumerate(records)]
     if allocation is None and records[0] and records[0].allocation:
@@ -189,6 +193,8 @@ def build_ensemble(
     with atomic_dir(out) as tmp:
         for folder, name, record in zip(folders, names, records, strict=True):
             place_expert(folder, tmp / name, record)
+        if fallback is not None:
+            link_tree(Path(fallback), tmp / FALLBACK_DIR)
         config = XELMConfig(
             experts=names,
             expert_clusters=clusters,
@@ -197,6 +203,7 @@ def build_ensemble(
             prior=prior,
             temperature=temperature,
             language_to_expert=lang_map,
+            fallback=FALLBACK_DIR if fallback is not None else None,
             vocab_size=configs[0].vocab_size,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,

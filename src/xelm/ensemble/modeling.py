@@ -41,6 +41,8 @@ from xelm.errors import XelmError
 from xelm.models import check_same_architecture
 from xelm.paths import atomic_dir, inside
 
+FALLBACK_DIR = "fallback"  # in an ensemble folder: the model beside the experts (the seed)
+
 
 class XELMConfig(PretrainedConfig):
     model_type = "xelm"
@@ -55,6 +57,10 @@ class XELMConfig(PretrainedConfig):
         temperature: float | None = None,  # posterior: 1; tfidf: 0.1
         language_to_expert: dict[str, int] | None = None,  # lid router
         vocab_size: int = 0,
+        fallback: str | None = None,  # a model folder (the seed), relative to the ensemble's
+        use_fallback: bool = False,  # mix it in, token by token
+        fallback_weight: float = 0.5,  # its prior weight in that two-member posterior
+        window: int | None = None,  # per-token posteriors read only the last `window` tokens
         **kwargs,
     ):
         self.experts = list(experts or [])
@@ -65,6 +71,10 @@ class XELMConfig(PretrainedConfig):
         self.temperature = temperature
         self.language_to_expert = dict(language_to_expert or {})
         self.vocab_size = vocab_size
+        self.fallback = fallback
+        self.use_fallback = use_fallback
+        self.fallback_weight = fallback_weight
+        self.window = window
         super().__init__(**kwargs)
 
 
@@ -109,16 +119,30 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         experts: list[PreTrainedModel] | None = None,
         router: Router | None = None,
         tokenizer=None,
+        fallback: PreTrainedModel | None = None,
     ):
         super().__init__(config)
         if not experts:
             raise XelmError("an ensemble needs at least one expert model")
         self.experts = nn.ModuleList(experts)
+        self.fallback = fallback  # a model beside the experts (the seed) the mixture can lean on
         self.router = router or make_router(config, None)
         self.tokenizer = tokenizer
         self.source: Path | None = None  # the folder it was loaded from (its router state)
         self.forward_calls = [0] * len(experts)  # per expert: how often it ran (tests, stats)
+        self.tokens_run = 0  # token positions all models together ran on: the compute spent
         self.post_init()
+
+    @property
+    def mixes_fallback(self) -> bool:
+        if not self.config.use_fallback:
+            return False
+        if self.fallback is None:
+            raise XelmError(
+                "this ensemble has no fallback model: build it with `xelm ensemble build "
+                "--fallback SEED` to mix the seed in"
+            )
+        return True
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -184,6 +208,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         """`expert_log_weights` (batch, experts) fixes α for the call (e.g. routed on a context
         the caller holds); otherwise the router decides: on the first call of a sequence from
         its tokens (the prompt), then kept in the cache."""
+        if self.config.window is not None or self.mixes_fallback:
+            raise XelmError(
+                "a windowed posterior and the fallback model are for scoring (xelm eval, "
+                "score()); load the ensemble without them to generate"
+            )
         k = len(self.experts)
         first = not isinstance(cache, XELMCache)
         if first:
@@ -216,13 +245,18 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logp, cache=cache if use_cache else None)
 
     def _run(self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache):
+        """Expert `e` (or, e = -1, the fallback model) on `rows` of the batch."""
         sel = lambda t: t if rows is None or t is None else t[rows]  # noqa: E731
+        model = self.fallback if e == -1 else self.experts[e]
         if use_cache and cache.experts[e] is None:
             from transformers import DynamicCache
 
             cache.experts[e] = DynamicCache(config=self.experts[e].config)
-        self.forward_calls[e] += 1
-        out = self.experts[e](
+        if e >= 0:
+            self.forward_calls[e] += 1
+        mask = sel(attention_mask)
+        self.tokens_run += int(mask.sum()) if mask is not None else sel(input_ids).numel()
+        out = model(
             input_ids=sel(input_ids),
             attention_mask=sel(attention_mask),
             position_ids=sel(position_ids),
@@ -307,16 +341,26 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         score_mask,
         expert_log_weights: torch.Tensor | None = None,
         return_posterior: bool = False,
+        fallback_only: torch.Tensor | None = None,
     ):
         """log p(x_{t+1} | x_≤t) of the mixture at the positions of `score_mask` (batch, time),
         flattened: what an evaluator needs. Only the experts' log-partition and the target's
         logit are needed per expert (the mixture's full distribution never is), so this costs
         what scoring each expert alone costs.
 
-        `return_posterior` (per-token posterior only): also the posterior log α (batch, experts)
-        after every scored token, e.g. to route the rest of a document by its head."""
+        With the fallback model mixed in (`config.use_fallback`), the routed mixture and the
+        fallback are weighted token by token by their posterior over the tokens before
+        (the last `config.window` of them): where the text is unlike the experts' clusters,
+        the weight moves to the model that kept every language. `fallback_only` (batch, time):
+        positions the fallback scores alone (a document's head, before anything routed it).
+
+        `return_posterior` (per-token posterior only): also the experts' posterior log α
+        (batch, experts) after every scored token, e.g. to route the rest of a document by its
+        head."""
         k = len(self.experts)
+        fallback = self.mixes_fallback
         targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
+        seen_mask = torch.ones_like(score_mask) if attention_mask is None else attention_mask.bool()
 
         def target_logp(e, rows, where=score_mask):  # (rows, time): log p of the next token
             z = self._run(e, rows, input_ids, attention_mask, None, None, False)
@@ -334,24 +378,35 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             cache = XELMCache(
                 [None] * k, top_k(log_alpha.float(), self.config.top_experts), [None] * k
             )
-            parts = self._expert_parts(cache, True, target_logp)
-            return self._combine(parts, input_ids.shape[0])[score_mask]
+            where = seen_mask if fallback else score_mask  # the fallback's weight reads all
+            parts = self._expert_parts(cache, True, lambda e, rows: target_logp(e, rows, where))
+            mixture = self._combine(parts, input_ids.shape[0])
+            if not fallback:
+                return mixture[score_mask]
+            w = self.config.fallback_weight
+            members = torch.stack([mixture, target_logp(-1, None, seen_mask)], dim=-1)
+            log_prior = members.new_tensor([1 - w, w]).log()
+            beta = windowed_posterior(members, seen_mask, log_prior, 1.0, self.config.window)
+            mixed = (beta + members).logsumexp(-1)
+            if fallback_only is not None:
+                mixed = torch.where(fallback_only, members[..., 1], mixed)
+            return mixed[score_mask]
         # the posterior: α(t) from the likelihood of x_≤t, every expert at every token
-        seen_mask = (
-            torch.ones_like(score_mask) if attention_mask is None else (attention_mask.bool())
-        )
         lp = torch.stack([target_logp(e, None, seen_mask) for e in range(k)], dim=-1)  # (b,t,e)
-        seen = torch.cat([lp.new_zeros(lp.shape[0], 1, k), lp[:, :-1]], dim=1)  # p(x_t | x_<t)
-        if attention_mask is not None:
-            seen = seen * attention_mask[:, :, None].to(seen.dtype)
+        log_prior = self.router.log_prior.to(lp)
+        if fallback:
+            w = self.config.fallback_weight
+            lp = torch.cat([lp, target_logp(-1, None, seen_mask)[..., None]], dim=-1)
+            log_prior = torch.cat([log_prior + math.log(1 - w), log_prior.new_tensor([w]).log()])
         temperature = getattr(self.router, "temperature", 1.0) or 1.0
         log_alpha = top_k(
-            self.router.posterior(seen.cumsum(1), temperature), self.config.top_experts
+            windowed_posterior(lp, seen_mask, log_prior, temperature, self.config.window),
+            self.config.top_experts,
         )
         mixture = (log_alpha + lp).logsumexp(-1)[score_mask]
         if not return_posterior:
             return mixture
-        scored = (lp * score_mask[:, :, None].to(lp.dtype)).sum(1)
+        scored = (lp[..., :k] * score_mask[:, :, None].to(lp.dtype)).sum(1)
         return mixture, self.router.posterior(scored, temperature)
 
     # --- generation plumbing -----------------------------------------------------------------
@@ -387,12 +442,15 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         top_experts: int | None = None,
         temperature: float | None = None,
         trust_external_experts: bool = False,
+        use_fallback: bool | None = None,
+        window: int | None = None,
         **kwargs,
     ):
-        """Load an ensemble folder; `router`/`top_experts`/`temperature` override the saved
-        choice (another router starts from its own default temperature). Experts are loaded
-        only from inside the folder unless `trust_external_experts`: a downloaded or shared
-        ensemble cannot make us read models from anywhere else on the disk."""
+        """Load an ensemble folder; `router`/`top_experts`/`temperature`/`use_fallback`/
+        `window` override the saved choice (another router starts from its own default
+        temperature). Experts are loaded only from inside the folder unless
+        `trust_external_experts`: a downloaded or shared ensemble cannot make us read models
+        from anywhere else on the disk."""
         from xelm.models import load_model
         from xelm.tokenizer import load_tokenizer
 
@@ -411,10 +469,21 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             config.temperature = temperature
         if top_experts is not None:
             config.top_experts = top_experts
+        if use_fallback is not None:
+            config.use_fallback = use_fallback
+        if window is not None:
+            config.window = window
         experts = [load_model(f) for f in expert_paths(path, config, trust_external_experts)]
-        check_experts(experts, config.experts)
+        names = list(config.experts)
+        fallback = None
+        if config.fallback:
+            fallback = load_model(expert_paths(path, config, False, [config.fallback])[0])
+            experts, names = [*experts, fallback], [*names, config.fallback]
+        check_experts(experts, names)
+        if fallback is not None:
+            experts = experts[:-1]
         tokenizer = load_tokenizer(path)
-        model = cls(config, experts, make_router(config, path), tokenizer)
+        model = cls(config, experts, make_router(config, path), tokenizer, fallback)
         model.source = path
         return model.eval()
 
@@ -432,17 +501,42 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         with atomic_dir(out) as tmp:
             for expert, name in zip(self.experts, config.experts, strict=True):
                 save_model(expert, self.tokenizer, tmp / name)
+            if self.fallback is not None:
+                config.fallback = FALLBACK_DIR
+                save_model(self.fallback, self.tokenizer, tmp / FALLBACK_DIR)
             config.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             if self.source is not None and (self.source / ROUTER_DIR).is_dir():
                 shutil.copytree(self.source / ROUTER_DIR, tmp / ROUTER_DIR)
 
 
-def expert_paths(folder: Path, config: XELMConfig, trust_external: bool = False) -> list[Path]:
-    """The expert folders an ensemble's config names: each must exist, and lie inside the
-    ensemble's folder unless `trust_external`."""
+def windowed_posterior(
+    lp: torch.Tensor,
+    mask: torch.Tensor,
+    log_prior: torch.Tensor,
+    temperature: float = 1.0,
+    window: int | None = None,
+) -> torch.Tensor:
+    """log α(t) ∝ log prior + Σ log p_m(x_s | x_<s) / T over the tokens s ≤ t (the last
+    `window` of them, so the weights can change their mind), from `lp` (batch, time, members):
+    each member's log p of the *next* token at every position. α(t) weighs the prediction of
+    x_{t+1}, so it never saw the token it scores."""
+    seen = torch.cat([lp.new_zeros(lp.shape[0], 1, lp.shape[2]), lp[:, :-1]], dim=1)
+    seen = seen * mask[:, :, None].to(seen.dtype)  # padding tells nothing about the members
+    loglik = seen.cumsum(1)
+    if window is not None and window < loglik.shape[1]:
+        loglik = loglik - torch.nn.functional.pad(loglik, (0, 0, window, 0))[:, :-window]
+    scores = log_prior.to(loglik) + loglik / temperature
+    return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def expert_paths(
+    folder: Path, config: XELMConfig, trust_external: bool = False, names: list[str] | None = None
+) -> list[Path]:
+    """The expert folders an ensemble's config names (or `names`): each must exist, and lie
+    inside the ensemble's folder unless `trust_external`."""
     paths = []
-    for rel in config.experts:
+    for rel in config.experts if names is None else names:
         path = folder / rel
         if not inside(path, folder) and not trust_external:
             raise XelmError(

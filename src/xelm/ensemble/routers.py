@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
@@ -227,6 +227,17 @@ class RouterChoice(Spec):
     """keep the k largest α (routers fixed per document: the others are not run)"""
     temperature: float | None = Field(None, gt=0)
     """the router's temperature (default: posterior 1, tfidf 0.1)"""
+    route_on: Literal["head", "recent", "prefix"] = "head"
+    """routers fixed per document (tfidf, lid, posterior top-k) read its head, or re-route
+    before every evaluation window from the window's own context (recent: the router follows
+    the document; the posterior reads its last `route_tokens` tokens) or from all the
+    document before it (prefix: tfidf, lid)"""
+    window: int | None = Field(None, ge=1)
+    """per-token posteriors (the posterior without top_k, the fallback's weight) read only
+    the last `window` tokens, so they can change their mind (none: all tokens so far)"""
+    fallback: bool = False
+    """mix the ensemble's fallback model (the seed) in, token by token, weighted by its
+    posterior against the routed experts: one more model run per token"""
 
     @field_validator("router")
     @classmethod
@@ -237,7 +248,21 @@ class RouterChoice(Spec):
     def name(self) -> str:
         top = f"-top{self.top_k}" if self.top_k else ""
         temp = f"-T{self.temperature:g}" if self.temperature is not None else ""
-        return f"{self.router}{top}{temp}"
+        on = f"-{self.route_on}" if self.route_on != "head" else ""
+        window = f"-w{self.window}" if self.window is not None else ""
+        fallback = "+seed" if self.fallback else ""
+        return f"{self.router}{top}{temp}{on}{window}{fallback}"
+
+    def settings(self) -> dict:
+        """The keyword arguments `xelm.evaluate.evaluate_model` takes for this choice."""
+        return {
+            "router": self.router,
+            "top_experts": self.top_k,
+            "temperature": self.temperature,
+            "route_on": self.route_on,
+            "window": self.window,
+            "fallback": self.fallback,
+        }
 
     def applies_to(self, method: str | None) -> bool:
         """Whether this router can route experts of an allocation made by `method`."""

@@ -92,6 +92,8 @@ def load_lm(
     batch_size: int = 8,
     precision: str = "auto",
     trust_external_experts: bool = False,
+    fallback: bool = False,
+    window: int | None = None,
 ):
     """An lm-eval model for an HF causal LM folder (HFLM) or an X-ELM ensemble (XELMLM)."""
     import torch
@@ -116,6 +118,8 @@ def load_lm(
             router=router,
             top_k=top_k,
             trust_external_experts=trust_external_experts,
+            fallback=fallback,
+            window=window,
             **common,
         )
     from lm_eval.models.huggingface import HFLM

@@ -36,6 +36,8 @@ class XELMLM(HFLM):
         top_k: int | None = None,
         temperature: float | None = None,
         trust_external_experts: bool = False,
+        fallback: bool | str = False,
+        window: int | None = None,
         **kwargs,
     ) -> None:
         from xelm.ensemble import XELMForCausalLM
@@ -45,7 +47,9 @@ class XELMLM(HFLM):
             router=router,
             top_experts=top_k,
             temperature=temperature,
-            trust_external_experts=bool(trust_external_experts),
+            trust_external_experts=_flag(trust_external_experts),
+            use_fallback=_flag(fallback),
+            window=int(window) if window is not None else None,
         ).eval()
         kwargs.pop("tokenizer", None)
         device = kwargs.pop("device", None)  # lm-eval's CLI passes "cuda" unless told
@@ -138,3 +142,8 @@ def _right_padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Te
         ids[r, : len(row)] = torch.tensor(row)
         mask[r, : len(row)] = 1
     return ids.to(device), mask.to(device)
+
+
+def _flag(value: bool | str) -> bool:
+    """A boolean from Python or from lm-eval's `--model_args key=value` strings."""
+    return value.strip().lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)

@@ -36,6 +36,10 @@ class TrainConfig(Spec):
     """with `cluster`: train only on that cluster's documents of this allocation (an expert)"""
     cluster: int | None = Field(None, ge=0)
     """the allocation's cluster to train on"""
+    replay: float = Field(0.0, ge=0, lt=1)
+    """a run restricted to some data (an expert's cluster, `langs`): this share of its blocks
+    is drawn from the whole training mix instead (all the corpus's training languages, by
+    `sampling_alpha`), so it forgets less of what the seed knew; 0: its own data only"""
     sampling_alpha: float = Field(1.0, ge=0)
     """language sampling p_l ∝ tokens_l^alpha (1: the natural mix)"""
     seq_len: int = Field(256, ge=1)

@@ -10,6 +10,8 @@ from xelm.errors import XelmError
 from xelm.tokens import BlockSampler, TokenStream, cluster_streams, token_streams
 from xelm.train.config import TrainConfig
 
+REPLAY_PREFIX = "replay:"  # the sampler's name for a language's stream drawn as replay
+
 
 @dataclass
 class TrainingData:
@@ -44,5 +46,13 @@ def training_data(cfg: TrainConfig, tokenizer) -> TrainingData:
         validation = {k: s for k, s in validation.items() if k in train}
     weights = sampling_shares({k: s.tokens for k, s in train.items()}, cfg.sampling_alpha)
     arrays = {k: s.array() for k, s in train.items()}
+    restricted = cfg.allocation is not None or set(langs) != set(corpus.train_langs)
+    if cfg.replay > 0 and restricted:
+        mix = token_streams(corpus, tokenizer, "train", corpus.train_langs)
+        mix_weights = sampling_shares({k: s.tokens for k, s in mix.items()}, cfg.sampling_alpha)
+        weights = {k: w * (1 - cfg.replay) for k, w in weights.items()}
+        for lang, stream in mix.items():  # REPLAY_PREFIX + lang: its own place in the order
+            arrays[REPLAY_PREFIX + lang] = stream.array()
+            weights[REPLAY_PREFIX + lang] = mix_weights[lang] * cfg.replay
     sampler = BlockSampler(arrays, cfg.seq_len, weights, cfg.seed)
     return TrainingData(langs, train, validation, weights, sampler)
