@@ -390,6 +390,21 @@ CASES = [
         "Invalid value for '--context'",
     ),
     (
+        "eval: fallback without one in the ensemble",
+        "eval ppl --model {ens} --corpus {corpus} --fallback",
+        "this ensemble has no fallback model",
+    ),
+    (
+        "eval: the posterior over a whole prefix",
+        "eval ppl --model {ens} --corpus {corpus} --router posterior --top-k 1 --route-on prefix",
+        "route_on prefix: the posterior over a whole prefix",
+    ),
+    (
+        "ensemble: missing fallback",
+        "ensemble build --experts {seed} --out {out} --fallback ./no/seed",
+        "not a model folder",
+    ),
+    (
         "ensemble: missing experts",
         "ensemble build --experts ./no/experts --out {out}",
         "no such expert folder",

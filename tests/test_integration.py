@@ -20,7 +20,9 @@ pytestmark = [
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
-ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior"]  # as in tiny.yaml
+FOLLOW = "lid-top1-recent-w32+seed"  # re-routed every window, the seed mixed in
+ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior", FOLLOW]  # tiny.yaml's
+SETS = ["in_domain", "udhr", "install_guide", "stress"]
 MODELS = [
     "seed",
     "unigram",
@@ -29,6 +31,7 @@ MODELS = [
     "typology-k2/lid-top1",
     "typology-k2/uniform",
     "typology-k2/prior",
+    f"typology-k2/{FOLLOW}",
     "merged/typology-k2",
     *(f"tfidf-k2/{r}" for r in ROUTERS),
     "merged/tfidf-k2",
@@ -51,6 +54,8 @@ ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
 STAGES = [
     "corpus",
     "udhr",
+    "install_guide",
+    "stress",
     "tokenizer",
     "seed",
     *ALLOCATION_STAGES,
@@ -64,7 +69,14 @@ STAGES = [
     *(f"icl {m}" for m in ICL_MODELS),
     "report",
 ]
-NOT_DOWNSTREAM_OF_TOKENIZER = ("corpus", "udhr", "icl tasks", *ALLOCATION_STAGES)
+NOT_DOWNSTREAM_OF_TOKENIZER = (
+    "corpus",
+    "udhr",
+    "install_guide",
+    "stress",
+    "icl tasks",
+    *ALLOCATION_STAGES,
+)
 DOWNSTREAM_OF_TOKENIZER = [s for s in STAGES if s not in NOT_DOWNSTREAM_OF_TOKENIZER]
 
 
@@ -109,25 +121,36 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     cfg, _ = tiny_run
     run_dir = Path(cfg.run_dir)
     raw = json.loads((run_dir / "results.json").read_text())
-    assert list(raw["models"]["dense"]) == ["kind", "cost", "in_domain", "udhr"]  # sets as keys
+    assert list(raw["models"]["dense"]) == ["kind", "cost", *SETS]  # sets as keys
     results = Results.read(run_dir)
-    assert results.sets == ["in_domain", "udhr"] and list(results.models) == MODELS
+    assert results.sets == SETS and list(results.models) == MODELS
     assert results.new_langs == ["pl"]
     for name, model in results.models.items():
         for set_name in results.sets:
+            if model.kind in ("adapted", "lapt") and set_name in ("install_guide", "stress"):
+                assert set_name not in model.scores  # the new sets: the main models only
+                continue
             scored = set(model.scores[set_name])
             if model.kind in ("adapted", "lapt"):  # the new language, and forgetting in domain
                 assert scored == ({"en", "fr", "ja", "pl"} if set_name == "in_domain" else {"pl"})
-            elif model.kind in ("seed", "dense"):
+            elif model.kind in ("seed", "dense") and set_name in ("in_domain", "udhr"):
                 assert scored == {"en", "fr", "ja", "pl"}
             else:
                 assert scored == {"en", "fr", "ja"}
             assert all(0 < b < 10 for b in results.bits(name, set_name).values())
         if name != "unigram":
             assert model.cost.tokens > 0 and model.cost.seconds > 0
-    for set_name in results.sets:  # more training than the seed pays off on average
+    for set_name in ("in_domain", "udhr"):  # more training than the seed pays off on average
         dense, seed = results.bits("dense", set_name), results.bits("seed", set_name)
         assert mean_bits(dense) < mean_bits(seed)
+    # what each model costs to run, per set: one model 1; the full posterior k; the router that
+    # follows the document its routed expert and the seed on every window (and the posterior
+    # on the heads langid.py gives to no expert)
+    for set_name in results.sets:
+        assert results.passes("dense", set_name) == 1.0
+        assert results.passes("typology-k2/posterior", set_name) == pytest.approx(2.0)
+        assert 2.0 <= results.passes(f"typology-k2/{FOLLOW}", set_name) < 2.5
+        assert results.passes("unigram", set_name) is None
     # compute-matched: the experts of each allocation trained as many tokens as the dense run
     models = results.models
     assert models["typology-k2/lid-top1"].cost.tokens == models["dense"].cost.tokens
@@ -138,7 +161,9 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     routed = models["typology-k2/lid-top1"].scores["in_domain"]  # where each document was sent
     assert all(sum(s.routed) == s.documents for s in routed.values())
     assert "## Routing" in report and "went to the expert holding most" in report
-    for png in ("bits_per_byte_in_domain", "bits_per_byte_udhr", "improvement_over_dense"):
+    assert "## Every test set, with what each model costs to run" in report
+    pngs = [f"bits_per_byte_{s}" for s in SETS] + ["improvement_over_dense", "bits_vs_cost"]
+    for png in pngs:
         assert (run_dir / "plots" / f"{png}.png").stat().st_size > 10_000
         assert f"plots/{png}.png" in report
     # few-shot: every ICL model scored on every task, language and shots, and reported
@@ -152,7 +177,8 @@ def test_every_model_is_evaluated_and_reported(tiny_run):
     )
     assert (run_dir / "plots" / "icl.png").stat().st_size > 10_000
     html = (run_dir / "report.html").read_text()
-    assert "<table>" in html and html.count("data:image/png;base64,") == 5
+    images = html.count("data:image/png;base64,")
+    assert "<table>" in html and images == len(pngs) + 2  # + icl and adaptation
     # the ensemble and the merged model are HF folders
     assert AutoModelForCausalLM.from_pretrained(run_dir / "merged" / "tfidf-k2").num_parameters()
     ensemble = AutoModelForCausalLM.from_pretrained(run_dir / "ensembles" / "typology-k2")
@@ -251,7 +277,7 @@ def test_sweep_reuses_the_run_and_plots_bits_per_byte_against_k(tiny_run):
     assert sweep["k"] == [1, 2, 3] and list(sweep["methods"]) == ["typology", "tfidf"]
     dense = json.loads((Path(cfg.run_dir) / "eval" / "dense.json").read_text())
     for per_set in sweep["methods"].values():
-        assert list(per_set) == ["in_domain", "udhr"]
+        assert list(per_set) == SETS
         for set_name, by_k in per_set.items():
             training = {lang: v for lang, v in dense[set_name].items() if lang != "pl"}
             assert list(by_k) == ["1", "2", "3"] and by_k["1"] == training  # k=1: dense

@@ -146,7 +146,7 @@ def test_rerouting_reads_only_the_text_before_each_window(
             want.append(tok.decode(before, skip_special_tokens=True))
         first, pieces = first + n, pieces + 1
     assert read == want  # the head, then before every window only what precedes its targets
-    assert scored.routed is not None and sum(scored.routed) == pieces
+    assert pieces > 3 and sum(scored.routed) == 1  # routed: where the document's head went
     # each window runs its routed expert and the fallback, nothing else
     assert scored.cost == 2.0
 

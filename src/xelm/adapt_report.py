@@ -25,6 +25,12 @@ def _adapted(results: Results) -> dict[str, str]:
     return out
 
 
+def adaptation_sets(results: Results) -> list[str]:
+    """The test sets the adaptation's models were scored on (not every set the run has)."""
+    adapted = [m for m in results.models.values() if m.kind in ("adapted", "lapt")]
+    return [s for s in results.sets if any(s in m.scores for m in adapted)]
+
+
 def new_language_scores(results: Results, set_name: str) -> dict[str, dict[str, float]]:
     """{column: {new language: bits/byte}}: seed, dense, LAPT and the adapted X-ELMs."""
     langs = results.new_langs
@@ -81,7 +87,7 @@ def adaptation_summary(results: Results) -> list[str]:
     if not results.new_langs:
         return []
     lines = []
-    for set_name in results.sets:
+    for set_name in adaptation_sets(results):
         cols = new_language_scores(results, set_name)
         lapt = cols.get("LAPT")
         for col, scores in cols.items():
@@ -113,7 +119,7 @@ def adaptation_markdown(results: Results, plot: str | None) -> str:
     parts.append("")
     fertility = bytes_per_token(results, results.new_langs)
     trained = bytes_per_token(results, results.train_langs)
-    for set_name in results.sets:
+    for set_name in adaptation_sets(results):
         cols = new_language_scores(results, set_name)
         names = list(cols)
         parts.append(

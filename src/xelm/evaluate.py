@@ -250,7 +250,7 @@ def score_texts_routed(
                     alphas[i] = a
         pieces = [(w, n, a, h) for (w, n, _, h), a in zip(pieces, alphas, strict=True)]
     score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
-    top = torch.stack([p[2] for p in pieces] or head_alpha).argmax(-1)
+    top = torch.stack(head_alpha).argmax(-1)  # where each document's head sent it
     score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
     score.window_tokens = _window_tokens(docs, context, stride)
     score.model_tokens = model.tokens_run - ran

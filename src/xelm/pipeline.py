@@ -75,13 +75,14 @@ class Plan:
         d, run = self.cfg.data, self.run
         progress = lambda r: self.log(f"  {r.lang}: {r.kept} pages kept of {r.pages}")  # noqa: E731
         self.add("corpus", run.corpus, lambda f: build_corpus(d, f, progress), d)
+        every = d.train_langs + d.heldout_langs
         if d.udhr:
-            langs = d.train_langs + d.heldout_langs
-            self.add("udhr", run.udhr, lambda f: build_udhr_corpus(f, langs), langs, "nfc")
+            build = functools.partial(build_udhr_corpus, langs=every)
+            self.add("udhr", run.udhr, build, every, "nfc")
         if d.install_guide:
-            langs = [x for x in d.train_langs + d.heldout_langs if x in INSTALL_GUIDE_LANGS]
-            build = functools.partial(build_install_guide_corpus, langs=langs)
-            self.add("install_guide", run.install_guide, build, langs)
+            guide = [x for x in every if x in INSTALL_GUIDE_LANGS]
+            build = functools.partial(build_install_guide_corpus, langs=guide)
+            self.add("install_guide", run.install_guide, build, guide)
         if d.stress:
             build = functools.partial(build_stress_corpus, run.corpus, langs=d.train_langs)
             self.add("stress", run.stress, build, self.keys["corpus"], d.train_langs)
@@ -153,7 +154,9 @@ class Plan:
             )
         if x.dense:
             build = lambda f: train_dense(run.seed, run.corpus, f, x)  # noqa: E731
-            key = self.add("dense", run.dense, build, self.keys["seed"], x.tokens, x.train)
+            # replay changes experts only: the dense run already trains on the whole mix
+            dense_train = x.train.replace(replay=0.0)
+            key = self.add("dense", run.dense, build, self.keys["seed"], x.tokens, dense_train)
             self.models.append(EvalModel("dense", "dense", run.dense, key, langs=self.all_langs()))
 
     def ensembles(self) -> None:
@@ -454,6 +457,8 @@ def _evaluate(
         log(f"  {model.name}: {set_name} ({corpus_dir}, {split})")
         have = Corpus(corpus_dir).langs
         set_langs = [lang for lang in langs[set_name] if lang in have]
+        if not set_langs:  # none of the model's languages is in this set
+            continue
         if model.path is None:
             results[set_name] = unigram_baseline(
                 tokenizer,

@@ -44,6 +44,13 @@ def ensemble_build(
         ),
     ] = None,
     prior_docs: Annotated[int | None, setting(PriorSpec, "documents")] = None,
+    fallback: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model of the same tokenizer (the seed) to keep beside the experts: scoring "
+            "with --fallback mixes it in token by token."
+        ),
+    ] = None,
 ) -> None:
     """An X-ELM ensemble folder (loads with from_pretrained) holding the experts."""
     from xelm.ensemble.build import build_ensemble
@@ -64,8 +71,10 @@ def ensemble_build(
         temperature=choice.temperature,
         prior_from=prior_from,
         prior_spec=load_spec(PriorSpec, values={"documents": prior_docs}),
+        fallback=fallback,
     )
-    console.print(f"{out}: {len(folders)} experts, router {choice.name}")
+    extra = f", fallback {fallback}" if fallback else ""
+    console.print(f"{out}: {len(folders)} experts, router {choice.name}{extra}")
 
 
 @merge_app.command("average")

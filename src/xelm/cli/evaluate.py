@@ -18,6 +18,7 @@ from xelm.errors import XelmError
 NAME = "eval"
 app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
 Precision = literal_choices(EvalConfig, "precision")
+RouteOn = literal_choices(RouterChoice, "route_on")
 
 
 @app.command("ppl")
@@ -61,6 +62,9 @@ def eval_ppl(
             "posterior)."
         ),
     ] = 32,
+    route_on: Annotated[RouteOn, setting(RouterChoice, "route_on")] = "head",
+    window: Annotated[int | None, setting(RouterChoice, "window", min=1)] = None,
+    fallback: Annotated[bool, setting(RouterChoice, "fallback")] = False,
     trust_external_experts: Annotated[
         bool,
         typer.Option(
@@ -73,7 +77,7 @@ def eval_ppl(
     ] = "auto",
 ) -> None:
     """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
-    ensemble folders), side by side."""
+    ensemble folders), side by side, with the model passes each spends per token."""
     from xelm.evaluate import unigram_baseline
     from xelm.paths import atomic_write_text
 
@@ -86,6 +90,9 @@ def eval_ppl(
         "top_experts": top_k,
         "temperature": temperature,
         "route_tokens": route_tokens,
+        "route_on": value(route_on),
+        "window": window,
+        "fallback": fallback,
         "trust_external_experts": trust_external_experts,
         "precision": value(precision),
     }
@@ -95,6 +102,11 @@ def eval_ppl(
     by_model = {n: {lang: s["bits_per_byte"] for lang, s in r.items()} for n, r in results.items()}
     for table in score_tables(console, by_model, f"bits/byte, {corpus} ({split})", None):
         console.print(table)
+    for name, r in results.items():
+        if name != "unigram":
+            tokens = sum(s["model_tokens"] for s in r.values())
+            passes = tokens / max(1, sum(s["window_tokens"] for s in r.values()))
+            console.print(f"{name}: {passes:.2f} model passes per token")
     if out:
         record = {"corpus": str(corpus), "split": split, "models": results}
         atomic_write_text(out, json.dumps(record, indent=2) + "\n")
