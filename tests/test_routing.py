@@ -80,15 +80,37 @@ def test_no_score_depends_on_the_tokens_it_predicts_or_later_ones():
         assert not torch.allclose(a[8:], b[8:]), name
 
 
-def test_fallback_needs_a_fallback_model_and_is_for_scoring_only():
+@torch.no_grad()
+def test_forward_gives_the_distribution_whose_next_tokens_score_returns():
+    """lm-eval reads options from forward's logits: they must be score()'s mixture."""
+    experts, seed = [tiny_expert(1), tiny_expert(2)], tiny_expert(3)
+    x = ids(batch=2, length=14)
+    mask, scored = torch.ones_like(x), torch.zeros_like(x, dtype=torch.bool)
+    scored[:, :-1] = True
+    alpha = torch.tensor([[0.9, 0.1], [0.2, 0.8]]).log()
+    cases = {
+        "fixed + fallback": (with_fallback(experts, seed, 4, router="prior"), alpha),
+        "posterior + fallback": (with_fallback(experts, seed, 4, router="posterior"), None),
+        "posterior, window 3": (ensemble(experts, "posterior"), None),
+    }
+    cases["posterior, window 3"][0].config.window = 3
+    for name, (model, a) in cases.items():
+        logits = model(input_ids=x, expert_log_weights=a).logits
+        assert torch.allclose(logits.exp().sum(-1), torch.ones(x.shape), atol=1e-5), name
+        picked = logits[:, :-1].gather(-1, x[:, 1:, None]).squeeze(-1).flatten()
+        want = model.score(x, mask, scored, expert_log_weights=a)
+        torch.testing.assert_close(picked, want, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_fallback_needs_a_fallback_model_and_whole_sequences():
     experts = [tiny_expert(1), tiny_expert(2)]
     x = ids(batch=1)
     model = ensemble(experts)
     model.config.use_fallback = True
     with pytest.raises(XelmError, match="no fallback model"):
         model.score(x, torch.ones_like(x), torch.ones_like(x, dtype=torch.bool))
-    with pytest.raises(XelmError, match="for scoring"):
-        with_fallback(experts, tiny_expert(3))(input_ids=x)
+    with pytest.raises(XelmError, match="score whole sequences"):
+        with_fallback(experts, tiny_expert(3)).generate(x, max_new_tokens=2, pad_token_id=0)
 
 
 def _ensemble_with_fallback(trained, branch_setup, tmp_path):

@@ -208,13 +208,14 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         """`expert_log_weights` (batch, experts) fixes α for the call (e.g. routed on a context
         the caller holds); otherwise the router decides: on the first call of a sequence from
         its tokens (the prompt), then kept in the cache."""
-        if self.config.window is not None or self.mixes_fallback:
-            raise XelmError(
-                "a windowed posterior and the fallback model are for scoring (xelm eval, "
-                "score()); load the ensemble without them to generate"
-            )
         k = len(self.experts)
         first = not isinstance(cache, XELMCache)
+        fallback = self.mixes_fallback
+        if (self.config.window is not None or fallback) and (use_cache or not first):
+            raise XelmError(
+                "a windowed posterior and the fallback model score whole sequences (xelm eval, "
+                "score(), a forward without cache); load the ensemble without them to generate"
+            )
         if first:
             log_alpha = expert_log_weights
             if log_alpha is None:
@@ -235,6 +236,8 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             logp = self._posterior_mixture(
                 input_ids, attention_mask, position_ids, cache, use_cache
             )
+        if fallback:
+            logp = self._with_fallback(logp, input_ids, attention_mask, position_ids)
         loss = None
         if labels is not None:
             loss = nn.functional.nll_loss(
@@ -306,6 +309,20 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
                 out[rows] = torch.logaddexp(out[rows], x + expand(w, x))
         return out
 
+    def _with_fallback(self, logp, input_ids, attention_mask, position_ids):
+        """The mixture and the fallback, weighted token by token by their windowed posterior
+        (as `score`), over the whole vocabulary."""
+        fb = self._run(-1, None, input_ids, attention_mask, position_ids, None, False)
+        members = torch.stack([logp, fb.log_softmax(-1)], dim=2)  # (batch, time, 2, vocab)
+        k = members.shape[2]
+        nxt = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))[:, :, None, None]
+        next_lp = members.gather(-1, nxt.expand(-1, -1, k, 1)).squeeze(-1)  # (batch, time, 2)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        w = self.config.fallback_weight
+        log_prior = next_lp.new_tensor([1 - w, w]).log()
+        beta = windowed_posterior(next_lp, mask, log_prior, 1.0, self.config.window)
+        return (beta[..., None] + members).logsumexp(2)
+
     def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
         """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
         args = (input_ids, attention_mask, position_ids, cache, use_cache)
@@ -326,6 +343,8 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             mask = attention_mask[:, -input_ids.shape[1] :].to(token_ll.dtype)
             token_ll = token_ll * mask[:, :, None]
         loglik = cache.loglik[:, None, :] + token_ll.cumsum(1)  # through token t
+        if (w := self.config.window) is not None and w < loglik.shape[1]:  # no cache: see forward
+            loglik = loglik - torch.nn.functional.pad(loglik, (0, 0, w, 0))[:, :-w]
         router = self.router
         temperature = getattr(router, "temperature", 1.0) or 1.0
         log_alpha = top_k(router.posterior(loglik, temperature), self.config.top_experts)
@@ -381,33 +400,38 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             where = seen_mask if fallback else score_mask  # the fallback's weight reads all
             parts = self._expert_parts(cache, True, lambda e, rows: target_logp(e, rows, where))
             mixture = self._combine(parts, input_ids.shape[0])
-            if not fallback:
-                return mixture[score_mask]
-            w = self.config.fallback_weight
-            members = torch.stack([mixture, target_logp(-1, None, seen_mask)], dim=-1)
-            log_prior = members.new_tensor([1 - w, w]).log()
-            beta = windowed_posterior(members, seen_mask, log_prior, 1.0, self.config.window)
-            mixed = (beta + members).logsumexp(-1)
-            if fallback_only is not None:
-                mixed = torch.where(fallback_only, members[..., 1], mixed)
-            return mixed[score_mask]
+            if fallback:
+                fb = target_logp(-1, None, seen_mask)
+                mixture = self._fallback_mixture(mixture, fb, seen_mask, fallback_only)
+            return mixture[score_mask]
         # the posterior: α(t) from the likelihood of x_≤t, every expert at every token
         lp = torch.stack([target_logp(e, None, seen_mask) for e in range(k)], dim=-1)  # (b,t,e)
-        log_prior = self.router.log_prior.to(lp)
-        if fallback:
-            w = self.config.fallback_weight
-            lp = torch.cat([lp, target_logp(-1, None, seen_mask)[..., None]], dim=-1)
-            log_prior = torch.cat([log_prior + math.log(1 - w), log_prior.new_tensor([w]).log()])
         temperature = getattr(self.router, "temperature", 1.0) or 1.0
+        log_prior = self.router.log_prior.to(lp)
         log_alpha = top_k(
             windowed_posterior(lp, seen_mask, log_prior, temperature, self.config.window),
             self.config.top_experts,
         )
-        mixture = (log_alpha + lp).logsumexp(-1)[score_mask]
+        mixture = (log_alpha + lp).logsumexp(-1)
+        if fallback:
+            fb = target_logp(-1, None, seen_mask)
+            mixture = self._fallback_mixture(mixture, fb, seen_mask, fallback_only)
         if not return_posterior:
-            return mixture
-        scored = (lp[..., :k] * score_mask[:, :, None].to(lp.dtype)).sum(1)
-        return mixture, self.router.posterior(scored, temperature)
+            return mixture[score_mask]
+        scored = (lp * score_mask[:, :, None].to(lp.dtype)).sum(1)
+        return mixture[score_mask], self.router.posterior(scored, temperature)
+
+    def _fallback_mixture(self, mixture, fallback, mask, fallback_only=None):
+        """β p_mixture + (1−β) p_fallback of each next token (batch, time), β their posterior
+        over the last `window` tokens; `fallback_only` positions: the fallback's alone."""
+        w = self.config.fallback_weight
+        members = torch.stack([mixture, fallback], dim=-1)
+        log_prior = members.new_tensor([1 - w, w]).log()
+        beta = windowed_posterior(members, mask, log_prior, 1.0, self.config.window)
+        mixed = (beta + members).logsumexp(-1)
+        if fallback_only is not None:
+            mixed = torch.where(fallback_only, fallback, mixed)
+        return mixed
 
     # --- generation plumbing -----------------------------------------------------------------
 
