@@ -202,6 +202,8 @@ def routing_analysis(run: RunLayout, results: Results) -> list[str]:
                 f"documents ({at_home / total:.0%}) went to the expert holding most of their "
                 "language's training documents"
             )
+            if any(f"-{on}" in (model.router or "") for on in ("recent", "prefix")):
+                text += " (by their first tokens; every later window is routed again)"
             rel = relative(results, name, set_name) if "dense" in results.models else {}
             notes = []
             for lang in sorted((x for x in rel if rel[x] >= 0), key=lambda x: -rel[x]):
@@ -231,11 +233,17 @@ def _plt():
     return plt
 
 
+def set_langs(results: Results, set_name: str) -> list[str]:
+    """The training languages a test set has (the installation guide lacks some)."""
+    first = results.plotted[0] if results.plotted else next(iter(results.models))
+    return list(results.bits(first, set_name))
+
+
 def plot_bits_per_byte(results: Results, set_name: str, path: Path) -> None:
     """Grouped bars: bits/byte per language, seed vs dense vs the X-ELMs (lower is better)."""
     plt = _plt()
     names = results.plotted
-    langs = results.train_langs
+    langs = set_langs(results, set_name)
     fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(langs) + 2), 4.2))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -262,7 +270,7 @@ def plot_improvement(results: Results, path: Path) -> None:
     """Relative change of bits/byte against the dense baseline, per language and test set."""
     plt = _plt()
     names = [n for n in results.plotted if n not in ("seed", "dense")]
-    langs = results.train_langs
+    langs = results.train_langs  # one x axis for every set; a set without a language: no bar
     sets = results.sets
     fig, axes = plt.subplots(
         len(sets), 1, figsize=(max(8, 0.75 * len(langs) + 2), 3.2 * len(sets)), squeeze=False
@@ -273,7 +281,7 @@ def plot_improvement(results: Results, path: Path) -> None:
             rel = relative(results, name, set_name)
             ax.bar(
                 [x + (i - (len(names) - 1) / 2) * width for x in range(len(langs))],
-                [100 * rel[lang] for lang in langs],
+                [100 * rel.get(lang, 0.0) for lang in langs],
                 width,
                 label=name,
             )
