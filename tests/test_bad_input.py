@@ -480,6 +480,11 @@ CASES = [
         "the installation guide has no fi",
     ),
     (
+        "data debian-faq: a language it lacks",
+        "data debian-faq --out {out} --langs de,fi",
+        "the Debian FAQ has no fi",
+    ),
+    (
         "data stress: language not in the corpus",
         "data stress --corpus {corpus} --out {out} --langs xx",
         "no language xx in the corpus",

@@ -52,10 +52,12 @@ class EvalConfig(Spec):
     """also on the UDHR out-of-domain test set (when the data stage built it)"""
     install_guide: bool = True
     """also on the installation guide test set (when the data stage built it)"""
+    debian_faq: bool = True
+    """also on the Debian FAQ test set (when the data stage built it)"""
     stress: bool = True
     """also on the preamble stress set (when the data stage built it)"""
     max_docs_ood: int | None = Field(None, ge=1)
-    """documents per language on the installation guide and stress sets (none: max_docs)"""
+    """documents per language on the installation guide, FAQ and stress sets (none: max_docs)"""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto: bf16 autocast where the hardware does it fast (log-softmax and sums in fp32)"""
 

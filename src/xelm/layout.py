@@ -31,6 +31,10 @@ class RunLayout:
         return self.root / "install_guide"
 
     @property
+    def debian_faq(self) -> Path:
+        return self.root / "debian_faq"
+
+    @property
     def stress(self) -> Path:
         return self.root / "stress"
 

@@ -20,10 +20,12 @@ from xelm.config import RunConfig, dump_config
 from xelm.corpus import Corpus
 from xelm.data.build import (
     build_corpus,
+    build_debian_faq_corpus,
     build_install_guide_corpus,
     build_stress_corpus,
     build_udhr_corpus,
 )
+from xelm.data.debian_faq import FAQ_LANGS
 from xelm.data.install_guide import INSTALL_GUIDE_LANGS
 from xelm.errors import XelmError
 from xelm.evaluate import evaluate_model, unigram_baseline
@@ -83,6 +85,10 @@ class Plan:
             guide = [x for x in every if x in INSTALL_GUIDE_LANGS]
             build = functools.partial(build_install_guide_corpus, langs=guide)
             self.add("install_guide", run.install_guide, build, guide)
+        if d.debian_faq:
+            faq = [x for x in every if x in FAQ_LANGS]
+            build = functools.partial(build_debian_faq_corpus, langs=faq)
+            self.add("debian_faq", run.debian_faq, build, faq)
         if d.stress:
             build = functools.partial(build_stress_corpus, run.corpus, langs=d.train_langs)
             self.add("stress", run.stress, build, self.keys["corpus"], d.train_langs)
@@ -248,6 +254,8 @@ class Plan:
         ood = e.max_docs_ood or e.max_docs
         if d.install_guide and e.install_guide:
             sets["install_guide"] = (run.install_guide, "test", ood)
+        if d.debian_faq and e.debian_faq:
+            sets["debian_faq"] = (run.debian_faq, "test", ood)
         if d.stress and e.stress:
             sets["stress"] = (run.stress, "test", ood)
         return sets

@@ -29,9 +29,15 @@ SET_TITLES = {
     "in_domain": "in-domain test pages",
     "udhr": "UDHR (out of domain)",
     "install_guide": "Debian installation guide (out of domain)",
+    "debian_faq": "Debian FAQ (out of domain)",
     "stress": "test pages behind English or code preambles",
 }
-SET_SHORT = {"in_domain": "in domain", "udhr": "UDHR", "install_guide": "install guide"}
+SET_SHORT = {
+    "in_domain": "in domain",
+    "udhr": "UDHR",
+    "install_guide": "install guide",
+    "debian_faq": "Debian FAQ",
+}
 
 
 def training_costs(run: RunLayout, models: list[EvalModel]) -> dict[str, Cost]:

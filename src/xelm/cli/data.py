@@ -78,6 +78,20 @@ def data_install_guide(out: OutOpt, langs: Langs = None) -> None:
     _show(out, f"{out} (Debian installation guide, GPL-2)")
 
 
+@app.command("debian-faq")
+def data_debian_faq(out: OutOpt, langs: Langs = None) -> None:
+    """The Debian FAQ as an out-of-domain test corpus: one document per chapter, with commands
+    and package names inside, all in test."""
+    from xelm.data.build import build_debian_faq_corpus
+    from xelm.data.debian_faq import FAQ_LANGS
+    from xelm.data.libreoffice import DEFAULT_HELDOUT_LANGS, DEFAULT_TRAIN_LANGS
+
+    demo = [g for g in DEFAULT_TRAIN_LANGS + DEFAULT_HELDOUT_LANGS if g in FAQ_LANGS]
+    with console.status("downloading and reading the debian-faq packages"):
+        build_debian_faq_corpus(out, split_list(langs) or demo)
+    _show(out, f"{out} (Debian FAQ)")
+
+
 @app.command("stress")
 def data_stress(
     corpus: Annotated[Path, typer.Option(help="Corpus folder (its test pages are used).")],

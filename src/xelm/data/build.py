@@ -33,6 +33,9 @@ class DataConfig(libreoffice.DemoFilter, SplitFractions, SourceOptions):
     install_guide: bool = no_effect(False)
     """also build the Debian installation guide test set (technical text with commands and
     English inside; the languages it has)"""
+    debian_faq: bool = no_effect(False)
+    """also build the Debian FAQ test set (questions and answers about the distribution, with
+    commands and package names inside; the languages it has)"""
     stress: bool = no_effect(False)
     """also build the preamble stress set (the corpus's test pages behind English or code-like
     preambles)"""
@@ -157,6 +160,19 @@ def build_install_guide_corpus(out: str | Path, langs: list[str]) -> int:
         "origin": "Debian package (apt-get download)",
     }
     return _write_test_corpus(out, install_guide.install_guide_documents(langs), langs, source)
+
+
+def build_debian_faq_corpus(out: str | Path, langs: list[str]) -> int:
+    """The Debian FAQ as an out-of-domain *test* corpus (every chapter in test)."""
+    from xelm.data import debian_faq
+
+    langs = _langs(langs, "--langs")
+    source = {
+        "name": "debian-faq",
+        "license": debian_faq.LICENSE,
+        "origin": "Debian packages (apt-get download)",
+    }
+    return _write_test_corpus(out, debian_faq.faq_documents(langs), langs, source)
 
 
 def build_stress_corpus(corpus_dir: str | Path, out: str | Path, langs: list[str] | None) -> int:
