@@ -44,6 +44,7 @@ class LangScores(BaseModel):
     bits_per_byte: float
     model_tokens: int | None = None  # token positions the model(s) ran on, routing included
     window_tokens: int | None = None  # ... one model scoring the same windows
+    cost: float | None = None  # their ratio: model passes per token
 
 
 Scores = dict[str, LangScores]  # per language
