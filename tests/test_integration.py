@@ -22,7 +22,7 @@ TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
 FOLLOW = "lid-top1-recent-w32+seed"  # re-routed every window, the seed mixed in
 ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior", FOLLOW]  # tiny.yaml's
-SETS = ["in_domain", "udhr", "install_guide", "debian_faq", "stress"]
+SETS = ["in_domain", "udhr", "debian_faq", "stress"]
 MODELS = [
     "seed",
     "unigram",
@@ -54,7 +54,6 @@ ALLOCATION_STAGES = [f"allocation {a}" for a in ALLOCATIONS]
 STAGES = [
     "corpus",
     "udhr",
-    "install_guide",
     "debian_faq",
     "stress",
     "tokenizer",
@@ -73,7 +72,6 @@ STAGES = [
 NOT_DOWNSTREAM_OF_TOKENIZER = (
     "corpus",
     "udhr",
-    "install_guide",
     "debian_faq",
     "stress",
     "icl tasks",
