@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from xelm.corpus import Corpus
+from xelm.ensemble.routers import RouterChoice
 from xelm.errors import XelmError
 
 
@@ -173,7 +175,7 @@ def score_texts(
     return score
 
 
-ROUTE_ON = ("head", "recent", "prefix")
+ROUTE_ON = typing.get_args(RouterChoice.model_fields["route_on"].annotation)
 """What a per-document router reads: the document's head (α fixed for the document), or,
 before every window, the window's own context (`recent`, so α follows the document) or all
 of the document before it (`prefix`)."""
@@ -217,11 +219,8 @@ def score_texts_routed(
     solo_head = router.reads_prefix and model.mixes_fallback
     if solo_head:
         head_alpha = _route_texts(model, [ids[1:] for ids, _ in heads], [None] * len(heads))
-        if abstained := [i for i, a in enumerate(head_alpha) if a is None]:
-            some = [heads[i] for i in abstained]  # the posterior routes what the router can't
-            _, post = _posterior_scores(model, tokenizer, some, batch_size, context, device)
-            for i, a in zip(abstained, post, strict=True):
-                head_alpha[i] = a
+        abstained = {i: heads[i] for i, a in enumerate(head_alpha) if a is None}
+        _posterior_into(head_alpha, abstained, model, tokenizer, batch_size, context, device)
     else:
         nll, head_alpha = _posterior_scores(model, tokenizer, heads, batch_size, context, device)
         score.nll += nll
@@ -241,13 +240,10 @@ def score_texts_routed(
         if router.reads_prefix:
             alphas = _route_texts(model, before, kept)
         else:  # the posterior over the last route_tokens tokens before the window
-            alphas, probed = list(kept), [i for i, b in enumerate(before) if len(b) > 1]
-            tails = [before[i][-route_tokens:] for i in probed]
-            probes = [(t, len(t) - 1) for t in tails]
-            if probes:
-                _, post = _posterior_scores(model, tokenizer, probes, batch_size, context, device)
-                for i, a in zip(probed, post, strict=True):
-                    alphas[i] = a
+            alphas = list(kept)
+            tails = {i: b[-route_tokens:] for i, b in enumerate(before) if len(b) > 1}
+            probes = {i: (t, len(t) - 1) for i, t in tails.items()}
+            _posterior_into(alphas, probes, model, tokenizer, batch_size, context, device)
         pieces = [(w, n, a, h) for (w, n, _, h), a in zip(pieces, alphas, strict=True)]
     score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
     top = torch.stack(head_alpha).argmax(-1)  # where each document's head sent it
@@ -271,6 +267,16 @@ def _posterior_scores(model, tokenizer, heads, batch_size: int, context: int, de
             nll -= logp.sum().item()
             posterior += list(post)
     return nll, posterior
+
+
+def _posterior_into(alphas: list, pieces: dict, model, tokenizer, batch_size, context, device):
+    """alphas[i] = the experts' posterior after pieces[i] (tokens, tokens to score), for the
+    rows a router could not route or that are routed by the posterior."""
+    if pieces:
+        some = list(pieces.values())
+        _, post = _posterior_scores(model, tokenizer, some, batch_size, context, device)
+        for i, a in zip(pieces, post, strict=True):
+            alphas[i] = a
 
 
 def _route_texts(model, token_rows: list[list[int]], default: list) -> list:

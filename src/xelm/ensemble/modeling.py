@@ -314,14 +314,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         (as `score`), over the whole vocabulary."""
         fb = self._run(-1, None, input_ids, attention_mask, position_ids, None, False)
         members = torch.stack([logp, fb.log_softmax(-1)], dim=2)  # (batch, time, 2, vocab)
-        k = members.shape[2]
         nxt = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))[:, :, None, None]
-        next_lp = members.gather(-1, nxt.expand(-1, -1, k, 1)).squeeze(-1)  # (batch, time, 2)
+        next_lp = members.gather(-1, nxt.expand(-1, -1, 2, 1)).squeeze(-1)  # (batch, time, 2)
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        w = self.config.fallback_weight
-        log_prior = next_lp.new_tensor([1 - w, w]).log()
-        beta = windowed_posterior(next_lp, mask, log_prior, 1.0, self.config.window)
-        return (beta[..., None] + members).logsumexp(2)
+        return (self._fallback_beta(next_lp, mask)[..., None] + members).logsumexp(2)
 
     def _posterior_mixture(self, input_ids, attention_mask, position_ids, cache, use_cache):
         """α_e(t) ∝ prior_e · p_e(x_≤t)^(1/T), updated every token: every expert runs."""
@@ -343,8 +339,7 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             mask = attention_mask[:, -input_ids.shape[1] :].to(token_ll.dtype)
             token_ll = token_ll * mask[:, :, None]
         loglik = cache.loglik[:, None, :] + token_ll.cumsum(1)  # through token t
-        if (w := self.config.window) is not None and w < loglik.shape[1]:  # no cache: see forward
-            loglik = loglik - torch.nn.functional.pad(loglik, (0, 0, w, 0))[:, :-w]
+        loglik = last_window(loglik, self.config.window)  # no cache with a window: see forward
         router = self.router
         temperature = getattr(router, "temperature", 1.0) or 1.0
         log_alpha = top_k(router.posterior(loglik, temperature), self.config.top_experts)
@@ -424,14 +419,18 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
     def _fallback_mixture(self, mixture, fallback, mask, fallback_only=None):
         """β p_mixture + (1−β) p_fallback of each next token (batch, time), β their posterior
         over the last `window` tokens; `fallback_only` positions: the fallback's alone."""
-        w = self.config.fallback_weight
         members = torch.stack([mixture, fallback], dim=-1)
-        log_prior = members.new_tensor([1 - w, w]).log()
-        beta = windowed_posterior(members, mask, log_prior, 1.0, self.config.window)
-        mixed = (beta + members).logsumexp(-1)
+        mixed = (self._fallback_beta(members, mask) + members).logsumexp(-1)
         if fallback_only is not None:
             mixed = torch.where(fallback_only, fallback, mixed)
         return mixed
+
+    def _fallback_beta(self, next_lp, mask):
+        """log (β, 1−β) per position from the two members' log p of each next token
+        (batch, time, 2): their posterior over the last `window` tokens, prior 1−w : w."""
+        w = self.config.fallback_weight
+        log_prior = next_lp.new_tensor([1 - w, w]).log()
+        return windowed_posterior(next_lp, mask, log_prior, 1.0, self.config.window)
 
     # --- generation plumbing -----------------------------------------------------------------
 
@@ -547,11 +546,16 @@ def windowed_posterior(
     x_{t+1}, so it never saw the token it scores."""
     seen = torch.cat([lp.new_zeros(lp.shape[0], 1, lp.shape[2]), lp[:, :-1]], dim=1)
     seen = seen * mask[:, :, None].to(seen.dtype)  # padding tells nothing about the members
-    loglik = seen.cumsum(1)
-    if window is not None and window < loglik.shape[1]:
-        loglik = loglik - torch.nn.functional.pad(loglik, (0, 0, window, 0))[:, :-window]
+    loglik = last_window(seen.cumsum(1), window)
     scores = log_prior.to(loglik) + loglik / temperature
     return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def last_window(cumulative: torch.Tensor, window: int | None) -> torch.Tensor:
+    """From running sums over time (dim 1), the sums over the last `window` steps only."""
+    if window is None or window >= cumulative.shape[1]:
+        return cumulative
+    return cumulative - torch.nn.functional.pad(cumulative, (0, 0, window, 0))[:, :-window]
 
 
 def expert_paths(
