@@ -82,6 +82,21 @@ def test_batching_does_not_change_the_scores_and_a_window_sees_its_context(lm_se
     assert alone.tokens == 63 and alone.nll == pytest.approx(first, rel=1e-5)
 
 
+@torch.no_grad()
+def test_logits_at_some_positions_are_the_full_logits_there(tiny_model):
+    from xelm.models import load_model, logits_at
+
+    model = load_model(tiny_model).eval()
+    x = torch.randint(3, 100, (2, 20))
+    mask = torch.ones_like(x)
+    keep = torch.tensor([4, 11, 18])
+    full = model(input_ids=x, attention_mask=mask).logits
+    torch.testing.assert_close(logits_at(model, x, mask, keep), full[:, keep])
+    # a model without HF's logits_to_keep: the full logits, sliced
+    uniform = logits_at(UniformLM(7), x, mask, keep)
+    assert uniform.shape == (2, 3, 7)
+
+
 def test_bf16_evaluation_agrees_with_fp32_and_sums_in_fp32(lm_setup, tiny_model):
     # `precision: bf16` is autocast of the matmuls only: the log-softmax and the sums stay fp32,
     # so an untrained model's bits/byte agree to a fraction of a percent

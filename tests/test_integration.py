@@ -20,7 +20,7 @@ pytestmark = [
 ]
 TINY = Path(__file__).parents[1] / "configs" / "tiny.yaml"
 ALLOCATIONS = ["typology-k2", "tfidf-k2"]
-FOLLOW = "lid-top1-recent-w32+seed"  # re-routed every window, the seed mixed in
+FOLLOW = "lid-top1-recent-w32-h16+seed"  # re-routed every window, the seed mixed in
 ROUTERS = ["posterior", "tfidf-top1", "lid-top1", "uniform", "prior", FOLLOW]  # tiny.yaml's
 SETS = ["in_domain", "udhr", "debian_faq", "stress"]
 MODELS = [

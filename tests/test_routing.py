@@ -102,6 +102,34 @@ def test_forward_gives_the_distribution_whose_next_tokens_score_returns():
         torch.testing.assert_close(picked, want, atol=1e-5, rtol=1e-5, msg=name)
 
 
+@torch.no_grad()
+def test_scoring_the_tail_of_a_window_gives_the_numbers_of_scoring_it_all():
+    """score() runs the output layer only where a weight or a score reads it: the last tokens
+    of a window (its context unscored, as the evaluator's sliding windows) score as they do
+    when every position is scored."""
+    experts, seed = [tiny_expert(1), tiny_expert(2)], tiny_expert(3)
+    x = ids(batch=2, length=16)
+    mask = torch.ones_like(x)
+    mask[1, 13:] = 0  # a shorter, right-padded row
+    every = mask.bool().clone()
+    every[:, -1] = False
+    every[1, 12] = False
+    tail = every.clone()
+    tail[:, :9] = False
+    alpha = torch.tensor([[0.9, 0.1], [0.2, 0.8]]).log()
+    cases = {
+        "fixed + fallback, window 4": (with_fallback(experts, seed, 4, router="prior"), alpha),
+        "posterior + fallback": (with_fallback(experts, seed, None, router="posterior"), None),
+        "posterior, window 3": (ensemble(experts, "posterior"), None),
+    }
+    cases["posterior, window 3"][0].config.window = 3
+    for name, (model, a) in cases.items():
+        full = torch.zeros(x.shape)
+        full[every] = model.score(x, mask, every, expert_log_weights=a)
+        got = model.score(x, mask, tail, expert_log_weights=a)
+        torch.testing.assert_close(got, full[tail], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_fallback_needs_a_fallback_model_and_whole_sequences():
     experts = [tiny_expert(1), tiny_expert(2)]
     x = ids(batch=1)
@@ -171,6 +199,31 @@ def test_rerouting_reads_only_the_text_before_each_window(
     assert pieces > 3 and sum(scored.routed) == 1  # routed: where the document's head went
     # each window runs its routed expert and the fallback, nothing else
     assert scored.cost == 2.0
+
+
+@torch.no_grad()
+def test_head_tokens_is_how_much_of_a_document_is_read_before_it_is_routed(
+    trained, branch_setup, lm_setup, tmp_path, monkeypatch
+):
+    from xelm.corpus import Corpus
+    from xelm.ensemble.routers import LanguageRouter, RouterChoice
+    from xelm.evaluate import evaluate_model
+    from xelm.tokenizer import load_tokenizer
+
+    folder, _ = _ensemble_with_fallback(trained, branch_setup, tmp_path)
+    choice = RouterChoice(
+        router="lid", top_k=1, route_on="recent", window=8, head_tokens=5, fallback=True
+    )
+    assert choice.name == "lid-top1-recent-w8-h5+seed"
+    read = []
+    route = LanguageRouter.route
+    monkeypatch.setattr(LanguageRouter, "route", lambda r, t: read.append(t[0]) or route(r, t))
+    corpus = lm_setup / "corpus"
+    evaluate_model(folder, corpus, langs=["en"], max_docs=1, **choice.settings())
+    tok = load_tokenizer(folder)
+    text = next(iter(Corpus(corpus).documents("test", ["en"]))).text
+    head = tok(text, add_special_tokens=False).input_ids[:5]
+    assert read[0] == tok.decode(head, skip_special_tokens=True)
 
 
 @torch.no_grad()

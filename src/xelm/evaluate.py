@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from xelm.corpus import Corpus
 from xelm.ensemble.routers import RouterChoice
 from xelm.errors import XelmError
+from xelm.models import logits_at
 
 
 @dataclass
@@ -142,9 +143,10 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
             scored = F.pad(target_mask, (0, 1))
             nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().item()
         else:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            # only the scored positions go through the (vocabulary-wide) log-softmax
-            picked = logits[:, :-1][target_mask].float()
+            # the output layer and the log-softmax only where a row scores the next token
+            keep = target_mask.any(0).nonzero().flatten()
+            logits = logits_at(model, ids, mask, keep)
+            picked = logits[target_mask[:, keep]].float()
             nll += F.cross_entropy(picked, targets, reduction="sum").item()
     return nll
 

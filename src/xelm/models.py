@@ -6,6 +6,8 @@ Every model xelm writes is a plain HF folder (safetensors + config + tokenizer),
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 
 import torch
@@ -106,6 +108,23 @@ def check_same_architecture(configs: list, names: list[str]) -> None:
                 f"{name}: a {config.model_type} model, but {names[0]} is a {first}: "
                 "experts must share one architecture"
             )
+
+
+def logits_at(model, input_ids, attention_mask, keep: torch.Tensor, position_ids=None):
+    """Logits (batch, len(keep), vocab) at the time positions `keep` only: the vocabulary-wide
+    output layer is most of a small model's work, and an evaluator needs it only where a next
+    token is scored (HF's `logits_to_keep`; models without it are sliced after the fact)."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if _keeps_logits(type(model)):
+        return model(**kwargs, logits_to_keep=keep).logits
+    return model(**kwargs).logits[:, keep]
+
+
+@functools.cache
+def _keeps_logits(cls) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def count_parameters(model) -> int:

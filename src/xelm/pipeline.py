@@ -480,7 +480,7 @@ def _evaluate(
         how = {}
         if model.router is not None:
             r = model.router
-            how = {**r.settings(), "route_tokens": route_tokens}
+            how = {"route_tokens": route_tokens, **r.settings()}
         results[set_name] = evaluate_model(
             model.path,
             corpus_dir,

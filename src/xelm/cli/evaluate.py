@@ -59,7 +59,7 @@ def eval_ppl(
         int,
         typer.Option(
             help="Prefix routers: tokens of each document read to route it (scored by the "
-            "posterior)."
+            "posterior, or by the fallback alone with --fallback)."
         ),
     ] = 32,
     route_on: Annotated[RouteOn, setting(RouterChoice, "route_on")] = "head",

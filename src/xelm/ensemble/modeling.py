@@ -38,7 +38,7 @@ from xelm.ensemble.routers import (
     top_k,
 )
 from xelm.errors import XelmError
-from xelm.models import check_same_architecture
+from xelm.models import check_same_architecture, logits_at
 from xelm.paths import atomic_dir, inside
 
 FALLBACK_DIR = "fallback"  # in an ensemble folder: the model beside the experts (the seed)
@@ -247,8 +247,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             logp = logp[:, -logits_to_keep:]
         return CausalLMOutputWithPast(loss=loss, logits=logp, cache=cache if use_cache else None)
 
-    def _run(self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache):
-        """Expert `e` (or, e = -1, the fallback model) on `rows` of the batch."""
+    def _run(
+        self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache, keep=None
+    ):
+        """Logits (fp32) of expert `e` (or, e = -1, the fallback model) on `rows` of the batch;
+        `keep`: only at those time positions, in the model's own precision (for `score`)."""
         sel = lambda t: t if rows is None or t is None else t[rows]  # noqa: E731
         model = self.fallback if e == -1 else self.experts[e]
         if use_cache and cache.experts[e] is None:
@@ -259,9 +262,11 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             self.forward_calls[e] += 1
         mask = sel(attention_mask)
         self.tokens_run += int(mask.sum()) if mask is not None else sel(input_ids).numel()
+        if keep is not None:
+            return logits_at(model, sel(input_ids), mask, keep, sel(position_ids))
         out = model(
             input_ids=sel(input_ids),
-            attention_mask=sel(attention_mask),
+            attention_mask=mask,
             position_ids=sel(position_ids),
             use_cache=use_cache,
             cache=cache.experts[e] if use_cache else None,
@@ -375,14 +380,18 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         fallback = self.mixes_fallback
         targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
         seen_mask = torch.ones_like(score_mask) if attention_mask is None else attention_mask.bool()
+        # token-by-token weights read the members' log p of the tokens before each scored one
+        reads = seen_mask & reaches(score_mask, self.config.window)
 
         def target_logp(e, rows, where=score_mask):  # (rows, time): log p of the next token
-            z = self._run(e, rows, input_ids, attention_mask, None, None, False)
             m, t = (where, targets) if rows is None else (where[rows], targets[rows])
-            out = z.new_zeros(m.shape)  # positions not asked for stay 0 (never read)
-            picked = z[m].float()  # the vocabulary-wide work only where it is needed
-            out[m] = picked.gather(-1, t[m][:, None]).squeeze(-1) - picked.logsumexp(-1)
-            return out
+            keep = m.any(0).nonzero().flatten()  # the vocabulary-wide work only where needed
+            z = self._run(e, rows, input_ids, attention_mask, None, None, False, keep=keep)
+            m, t = m[:, keep], t[:, keep]
+            picked = -nn.functional.cross_entropy(z[m].float(), t[m], reduction="none")
+            out = picked.new_zeros(where.shape[0] if rows is None else len(rows), where.shape[1])
+            out[:, keep] = picked.new_zeros(m.shape).masked_scatter(m, picked)
+            return out  # positions not asked for stay 0 (never read)
 
         log_alpha = expert_log_weights
         if log_alpha is None:
@@ -392,25 +401,25 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             cache = XELMCache(
                 [None] * k, top_k(log_alpha.float(), self.config.top_experts), [None] * k
             )
-            where = seen_mask if fallback else score_mask  # the fallback's weight reads all
+            where = reads if fallback else score_mask  # the fallback's weight reads those
             parts = self._expert_parts(cache, True, lambda e, rows: target_logp(e, rows, where))
             mixture = self._combine(parts, input_ids.shape[0])
             if fallback:
-                fb = target_logp(-1, None, seen_mask)
-                mixture = self._fallback_mixture(mixture, fb, seen_mask, fallback_only)
+                fb = target_logp(-1, None, reads)
+                mixture = self._fallback_mixture(mixture, fb, reads, fallback_only)
             return mixture[score_mask]
         # the posterior: α(t) from the likelihood of x_≤t, every expert at every token
-        lp = torch.stack([target_logp(e, None, seen_mask) for e in range(k)], dim=-1)  # (b,t,e)
+        lp = torch.stack([target_logp(e, None, reads) for e in range(k)], dim=-1)  # (b,t,e)
         temperature = getattr(self.router, "temperature", 1.0) or 1.0
         log_prior = self.router.log_prior.to(lp)
         log_alpha = top_k(
-            windowed_posterior(lp, seen_mask, log_prior, temperature, self.config.window),
+            windowed_posterior(lp, reads, log_prior, temperature, self.config.window),
             self.config.top_experts,
         )
         mixture = (log_alpha + lp).logsumexp(-1)
         if fallback:
-            fb = target_logp(-1, None, seen_mask)
-            mixture = self._fallback_mixture(mixture, fb, seen_mask, fallback_only)
+            fb = target_logp(-1, None, reads)
+            mixture = self._fallback_mixture(mixture, fb, reads, fallback_only)
         if not return_posterior:
             return mixture[score_mask]
         scored = (lp * score_mask[:, :, None].to(lp.dtype)).sum(1)
@@ -549,6 +558,17 @@ def windowed_posterior(
     loglik = last_window(seen.cumsum(1), window)
     scores = log_prior.to(loglik) + loglik / temperature
     return scores - scores.logsumexp(-1, keepdim=True)
+
+
+def reaches(score_mask: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Positions (batch, time) that a windowed posterior at some scored position reads: the
+    scored ones and the `window` before each (every position before, without a window)."""
+    if window is None:  # a running sum from the start: everything up to the last scored one
+        return score_mask.flip(1).cumsum(1).flip(1) > 0
+    scored = score_mask.long().cumsum(1)  # scored positions up to each
+    last = scored.shape[1] - 1
+    ahead = torch.arange(last + 1, device=scored.device).add(window).clamp(max=last)
+    return scored[:, ahead] - nn.functional.pad(scored, (1, 0))[:, :-1] > 0
 
 
 def last_window(cumulative: torch.Tensor, window: int | None) -> torch.Tensor:

@@ -238,6 +238,11 @@ class RouterChoice(Spec):
     fallback: bool = False
     """mix the ensemble's fallback model (the seed) in, token by token, weighted by its
     posterior against the routed experts: one more model run per token"""
+    head_tokens: int | None = Field(None, ge=1)
+    """how many of a document's first tokens are scored before anything routes it (by the
+    posterior over all experts, or the fallback alone when it is mixed in) and routed on
+    (default: the ensembles' `route_tokens`). Fewer: less text scored without an expert,
+    but a router that reads text has less of it for the first window"""
 
     @field_validator("router")
     @classmethod
@@ -250,8 +255,9 @@ class RouterChoice(Spec):
         temp = f"-T{self.temperature:g}" if self.temperature is not None else ""
         on = f"-{self.route_on}" if self.route_on != "head" else ""
         window = f"-w{self.window}" if self.window is not None else ""
+        head = f"-h{self.head_tokens}" if self.head_tokens is not None else ""
         fallback = "+seed" if self.fallback else ""
-        return f"{self.router}{top}{temp}{on}{window}{fallback}"
+        return f"{self.router}{top}{temp}{on}{window}{head}{fallback}"
 
     def settings(self) -> dict:
         """The keyword arguments `xelm.evaluate.evaluate_model` takes for this choice."""
@@ -262,6 +268,7 @@ class RouterChoice(Spec):
             "route_on": self.route_on,
             "window": self.window,
             "fallback": self.fallback,
+            **({"route_tokens": self.head_tokens} if self.head_tokens is not None else {}),
         }
 
     def applies_to(self, method: str | None) -> bool:
