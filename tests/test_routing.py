@@ -248,6 +248,36 @@ def test_cost_counts_every_model_pass(trained, branch_setup, lm_setup, tmp_path)
     assert top1["window_tokens"] == dense["window_tokens"] and 1.0 < top1["cost"] < 2.0
 
 
+@torch.no_grad()
+def test_progress_counts_every_scored_token_once(trained, branch_setup, lm_setup, tmp_path):
+    from xelm.evaluate import evaluate_model
+
+    folder, seed = _ensemble_with_fallback(trained, branch_setup, tmp_path)
+    how = {
+        "seed": (seed, {}),
+        "posterior top-1 (head by the posterior)": (
+            folder,
+            {"router": "posterior", "top_experts": 1},
+        ),
+        "LID + seed, recent": (
+            folder,
+            {"router": "lid", "top_experts": 1, "route_on": "recent", "fallback": True},
+        ),
+    }
+    for name, (model, kw) in how.items():
+        ticks: list[tuple[str, int]] = []
+        scores = evaluate_model(
+            model,
+            lm_setup / "corpus",
+            langs=["en", "ru"],
+            max_docs=2,
+            on_batch=lambda lang, n, ticks=ticks: ticks.append((lang, n)),
+            **kw,
+        )
+        for lang in ("en", "ru"):
+            assert sum(n for x, n in ticks if x == lang) == scores[lang]["tokens"], name
+
+
 def test_replay_draws_its_share_of_blocks_from_the_whole_mix(lm_setup, tmp_path):
     from xelm.allocate.typology import TypologySpec, allocate_typology
     from xelm.tokenizer import load_tokenizer

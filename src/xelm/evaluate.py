@@ -16,6 +16,7 @@ import functools
 import itertools
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,9 +120,10 @@ def _pad(chunk, pad: int, device):
     return ids.to(device), mask.to(device), target_mask.to(device)
 
 
-def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
+def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=None) -> float:
     """Summed NLL of (window, tokens to score[, expert log-weights[, head]]) pieces, batched;
-    the first `head` targets of a piece are scored by the ensemble's fallback alone."""
+    the first `head` targets of a piece are scored by the ensemble's fallback alone.
+    `on_batch(n)`: after each batch, with the number of tokens it scored (progress)."""
     # similar lengths together (little padding); routed pieces grouped by their top expert, so
     # a batch runs few experts on many rows rather than many on few
     pieces = sorted(pieces, key=lambda p: (int(p[2].argmax()) if len(p) > 2 else 0, len(p[0])))
@@ -148,6 +150,8 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device) -> float:
             logits = logits_at(model, ids, mask, keep)
             picked = logits[target_mask[:, keep]].float()
             nll += F.cross_entropy(picked, targets, reduction="sum").item()
+        if on_batch is not None:
+            on_batch(len(targets))
     return nll
 
 
@@ -164,14 +168,16 @@ def score_texts(
     stride: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    on_batch: Callable[[int], None] | None = None,
 ) -> LangScore:
-    """Sum of NLL over all tokens of `texts` (each scored as its own document)."""
+    """Sum of NLL over all tokens of `texts` (each scored as its own document); `on_batch(n)`
+    after every batch, with the tokens it scored."""
     stride = stride or max(1, context // 2)
     score = LangScore()
     docs = _documents(tokenizer, texts, score)
     pieces = [p for ids in docs for p in windows(ids, context, stride)]
     ran = getattr(model, "tokens_run", None)
-    score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device)
+    score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device, on_batch)
     score.window_tokens = _window_tokens(docs, context, stride)
     score.model_tokens = score.window_tokens if ran is None else model.tokens_run - ran
     return score
@@ -194,6 +200,7 @@ def score_texts_routed(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     route_on: str = "head",
+    on_batch: Callable[[int], None] | None = None,
 ) -> LangScore:
     """An ensemble whose α is fixed per window (prefix routers, or top-k of the posterior):
     each document's first `route_tokens` tokens (its head) are scored by the posterior over all
@@ -202,7 +209,7 @@ def score_texts_routed(
     those experts run). No token is scored with α that saw it."""
     router = model.router
     if not router.reads_prefix and not (router.per_token and model.config.top_experts):
-        return score_texts(model, tokenizer, texts, context, stride, batch_size, device)
+        return score_texts(model, tokenizer, texts, context, stride, batch_size, device, on_batch)
     if route_on not in ROUTE_ON:
         raise XelmError(f"route_on {route_on!r}: use one of {', '.join(ROUTE_ON)}")
     if route_on == "prefix" and not router.reads_prefix:
@@ -226,6 +233,8 @@ def score_texts_routed(
     else:
         nll, head_alpha = _posterior_scores(model, tokenizer, heads, batch_size, context, device)
         score.nll += nll
+        if on_batch is not None:
+            on_batch(sum(n for _, n in heads))
         if router.reads_prefix:  # the router reads the head; where it abstains, the posterior
             head_alpha = _route_texts(model, [ids[1:] for ids, _ in heads], head_alpha)
     pieces, before = [], []
@@ -247,7 +256,7 @@ def score_texts_routed(
             probes = {i: (t, len(t) - 1) for i, t in tails.items()}
             _posterior_into(alphas, probes, model, tokenizer, batch_size, context, device)
         pieces = [(w, n, a, h) for (w, n, _, h), a in zip(pieces, alphas, strict=True)]
-    score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device)
+    score.nll += _score_pieces(model, tokenizer, pieces, batch_size, device, on_batch)
     top = torch.stack(head_alpha).argmax(-1)  # where each document's head sent it
     score.routed = torch.bincount(top, minlength=len(model.experts)).tolist()
     score.window_tokens = _window_tokens(docs, context, stride)
@@ -323,6 +332,7 @@ def evaluate_model(
     route_on: str = "head",
     window: int | None = None,
     fallback: bool | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte, cost}} for one model
     (an HF causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`,
@@ -330,7 +340,8 @@ def evaluate_model(
 
     `precision` auto runs the models in bf16 autocast where the hardware makes that fast (the
     log-softmax and the sums stay fp32); measured on the demo seed with a 2-core AVX-512-BF16
-    CPU: 1.5× faster, bits/byte equal to 3 decimals on every language."""
+    CPU: 1.5× faster, bits/byte equal to 3 decimals on every language. `on_batch(lang, n)`:
+    after every batch, with the tokens it scored (a progress bar)."""
     from xelm.models import autocast, check_vocab, load_model
     from xelm.paths import hf_ref
     from xelm.tokenizer import load_tokenizer
@@ -360,8 +371,11 @@ def evaluate_model(
     results = {}
     for lang in langs or corpus.langs:
         texts = _texts(corpus, split, lang, max_docs)
+        tick = functools.partial(on_batch, lang) if on_batch is not None else None
         with autocast(precision):
-            scored = score(model, tokenizer, texts, context - 1, batch_size=batch_size)
+            scored = score(
+                model, tokenizer, texts, context - 1, batch_size=batch_size, on_batch=tick
+            )
         results[lang] = scored.to_dict()
     return results
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -462,7 +463,7 @@ def _evaluate(
     """{test set: {lang: scores}} of one model (on the languages each set has)."""
     results = {}
     for set_name, (corpus_dir, split, max_docs) in sets.items():
-        log(f"  {model.name}: {set_name} ({corpus_dir}, {split})")
+        started = time.perf_counter()
         have = Corpus(corpus_dir).langs
         set_langs = [lang for lang in langs[set_name] if lang in have]
         if not set_langs:  # none of the model's languages is in this set
@@ -481,7 +482,7 @@ def _evaluate(
         if model.router is not None:
             r = model.router
             how = {"route_tokens": route_tokens, **r.settings()}
-        results[set_name] = evaluate_model(
+        results[set_name] = scores = evaluate_model(
             model.path,
             corpus_dir,
             split,
@@ -489,6 +490,15 @@ def _evaluate(
             max_docs=max_docs,
             precision=precision,
             **how,
+        )
+        seconds = time.perf_counter() - started
+        tokens = sum(s["tokens"] for s in scores.values())
+        passes = sum(s["model_tokens"] for s in scores.values()) / max(
+            1, sum(s["window_tokens"] for s in scores.values())
+        )
+        log(
+            f"  {model.name}: {set_name}, {len(scores)} languages, {tokens:,} tokens in "
+            f"{seconds:.0f} s ({tokens / seconds:,.0f} tokens/s, {passes:.2f} passes)"
         )
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 
@@ -591,6 +601,10 @@ def _build(stage: Stage, log: Log) -> str:
     log(f"{stage.name}: building {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stamp, json.dumps({"key": stage.key, "done": False}) + "\n")
+    started = time.perf_counter()
     stage.build(folder)
-    atomic_write_text(stamp, json.dumps({"key": stage.key, "done": True}) + "\n")
+    seconds = round(time.perf_counter() - started, 1)
+    done = {"key": stage.key, "done": True, "seconds": seconds}
+    atomic_write_text(stamp, json.dumps(done) + "\n")
+    log(f"{stage.name}: built in {seconds:.0f} s")
     return "built"
