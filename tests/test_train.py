@@ -252,3 +252,49 @@ def test_training_on_one_cluster_of_an_allocation_sees_only_its_languages(lm_set
         assert set(meta["validation"]) <= set(cluster.languages)
     with pytest.raises(XelmError, match="allocation and cluster go together"):
         train(tiny_cfg(lm_setup, tmp_path / "x", allocation=str(tmp_path / "alloc")))
+
+
+def _grads(model, loss_fn):
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["llama", "xglm"])
+def test_fused_loss_is_the_plain_loss_with_its_gradients(kind, monkeypatch):
+    """The output layer and the cross-entropy in chunks of rows: same loss and gradients."""
+    from transformers import XGLMConfig, XGLMForCausalLM
+
+    from xelm.models import PRESETS
+    from xelm.train.metrics import lm_loss
+
+    torch.manual_seed(0)
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=97, **PRESETS["tiny"]))
+    else:
+        config = XGLMConfig(vocab_size=97, d_model=32, ffn_dim=64, num_layers=2, attention_heads=2)
+        config.dropout = config.attention_dropout = config.activation_dropout = 0.0
+        model = XGLMForCausalLM(config)
+    block = torch.randint(0, 97, (3, 41))
+    plain = _grads(model, lambda m: lm_loss(m, block))
+    for chunk in (7, 64, 1000):  # rows per chunk: ragged, several, all at once
+        monkeypatch.setattr("xelm.train.fused_loss.CHUNK_ROWS", chunk)
+        fused = _grads(model, lambda m: lm_loss(m, block, fused=True))
+        assert fused[0] == pytest.approx(plain[0], rel=1e-6)
+        for name, grad in plain[1].items():
+            torch.testing.assert_close(fused[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():  # validation: no gradients made
+        assert lm_loss(model, block, fused=True).item() == pytest.approx(plain[0], rel=1e-6)
+
+
+def test_fused_loss_falls_back_where_the_logits_are_more_than_the_output_layer():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from xelm.train.metrics import _fusable_head
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
+    assert _fusable_head(gpt2) is None  # not on the list of plain output layers
+    assert _fusable_head(torch.nn.Linear(3, 3)) is None  # not an HF model (e.g. DDP-wrapped)

@@ -162,7 +162,8 @@ def train_step(run: Run) -> float:
         batch = run.data.sampler.next_batch(cfg.micro_batch_size * world)
         batch = batch[rank * cfg.micro_batch_size : (rank + 1) * cfg.micro_batch_size]
         with acc.autocast():
-            loss = lm_loss(run.step_fn, batch.to(acc.device)) / cfg.grad_accum_steps
+            loss = lm_loss(run.step_fn, batch.to(acc.device), cfg.fused_loss)
+            loss = loss / cfg.grad_accum_steps
         acc.backward(loss)
         loss_sum += loss.item()
     if cfg.grad_clip > 0:

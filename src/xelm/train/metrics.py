@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from xelm.tokens import TokenStream
+from xelm.train.fused_loss import linear_cross_entropy
 
 
 class MetricsLog:
@@ -69,11 +70,36 @@ def progress_bar(enabled: bool) -> Progress:
     )
 
 
-def lm_loss(model, block: torch.Tensor) -> torch.Tensor:
+FUSED_LOSS_MODELS = ("llama", "mistral", "qwen2", "qwen3", "xglm")
+"""Model types whose logits are exactly `lm_head(decoder(ids))`: no bias, scaling or capping."""
+
+
+def lm_loss(model, block: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """Mean next-token cross-entropy over every position of packed blocks (seq_len + 1 tokens
-    in, seq_len predictions): no position is wasted on a shifted-away label."""
-    logits = model(input_ids=block[:, :-1]).logits
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), block[:, 1:].flatten())
+    in, seq_len predictions): no position is wasted on a shifted-away label. `fused`: the output
+    layer and the loss in chunks (`xelm.train.fused_loss`) where the model allows it."""
+    inputs, targets = block[:, :-1], block[:, 1:].flatten()
+    head = _fusable_head(model) if fused else None
+    if head is None:
+        logits = model(input_ids=inputs).logits
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets)
+    hidden = model.get_decoder()(input_ids=inputs).last_hidden_state
+    return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets)
+
+
+def _fusable_head(model) -> torch.nn.Linear | None:
+    """The output layer, if the model is a plain HF model (not wrapped for data parallelism or
+    compiled) of a type whose logits are just that layer's output."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        return None
+    if model.config.model_type not in FUSED_LOSS_MODELS:
+        return None
+    head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
+        return None
+    return head
 
 
 @torch.no_grad()
