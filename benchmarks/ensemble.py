@@ -7,7 +7,9 @@
    same documents (target ≤ 1.1× the cost);
 3. `generate()` tokens/s with the per-expert KV caches vs without caches.
 
-    .venv/bin/python benchmarks/ensemble.py [--docs 12] [--rounds 5]
+    .venv/bin/python benchmarks/ensemble.py [--docs 12] [--rounds 5] [--device auto]
+
+Every side runs on one device: CUDA when there is one (`--device auto`), else the CPU.
 
 Each round times every side once, in turn; a ratio is taken within each round (so the shared
 machine's drift cancels) and the median over rounds is printed.
@@ -27,8 +29,11 @@ import torch
 
 
 def timed(fn) -> float:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     t = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t
 
 
@@ -40,7 +45,11 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=12, help="per language")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = ap.parse_args()
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     if not Path(args.experts).exists():
         raise SystemExit(f"{args.experts} is missing: run `xelm run configs/demo.yaml` first")
 
@@ -52,8 +61,8 @@ def main() -> None:
     experts = sorted(p for p in Path(args.experts).glob("expert_??") if p.is_dir())
     folder = Path(tempfile.mkdtemp()) / "ens"
     build_ensemble(experts, folder, router="tfidf", top_experts=1)
-    top1 = XELMForCausalLM.from_pretrained(folder)
-    full = XELMForCausalLM.from_pretrained(folder, router="uniform")
+    top1 = XELMForCausalLM.from_pretrained(folder).to(device)
+    full = XELMForCausalLM.from_pretrained(folder, router="uniform").to(device)
     full.config.top_experts = None
     tok = top1.tokenizer
     corpus = Corpus(args.corpus)
@@ -67,25 +76,28 @@ def main() -> None:
     torch.set_grad_enabled(False)
     print(
         f"{len(experts)} experts; {len(texts)} documents, {n_tokens:,} tokens; "
-        f"context {context}; {torch.get_num_threads()} threads"
+        f"context {context}; {torch.get_num_threads()} threads; device "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}"
     )
 
     single = top1.experts[0]
     runs = {
-        "one expert": lambda: score_texts(single, tok, texts, context),
-        "top-1 routed ensemble": lambda: score_texts_routed(top1, tok, texts, context),
+        "one expert": lambda: score_texts(single, tok, texts, context, device=device),
+        "top-1 routed ensemble": lambda: score_texts_routed(
+            top1, tok, texts, context, device=device
+        ),
         "k models one after another": lambda: [
-            score_texts(m, tok, texts, context) for m in full.experts
+            score_texts(m, tok, texts, context, device=device) for m in full.experts
         ],
-        "full mixture (uniform)": lambda: score_texts(full, tok, texts, context),
+        "full mixture (uniform)": lambda: score_texts(full, tok, texts, context, device=device),
     }
-    prompt = tok(texts[0][:200], return_tensors="pt").input_ids
+    prompt = tok(texts[0][:200], return_tensors="pt").input_ids.to(device)
     kw = {"max_new_tokens": args.new_tokens, "do_sample": False, "min_new_tokens": args.new_tokens}
     gen = {
         "generate, KV caches": lambda: full.generate(prompt, **kw),
         "generate, no cache": lambda: full.generate(prompt, use_cache=False, **kw),
     }
-    score_texts(single, tok, texts[:2], context)  # warm-up
+    score_texts(single, tok, texts[:2], context, device=device)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in [*runs, *gen]}
     for _ in range(args.rounds):
         for name, fn in [*runs.items(), *gen.items()]:

@@ -2,10 +2,12 @@
 
 Each side runs in its own subprocess (separate peak RSS, same thread count), for the same number
 of optimizer steps on the same packed blocks of the demo corpus; the first steps are warm-up and
-not timed. Also measures this machine's matmul peak (fp32 and bf16) to report MFU =
-6 · params · tokens/s / peak, with the peak of the precision actually used.
+not timed. Both sides run on one device: CUDA when there is one (`--device auto`), else the
+CPU. Also measures that device's matmul peak (fp32 and bf16) to report MFU =
+6 · params · tokens/s / peak (embeddings counted, attention not), with the peak of the precision
+actually used.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--rounds 3]
+    .venv/bin/python benchmarks/train_throughput.py [--steps 40] [--rounds 3] [--device auto]
 
 Needs the demo corpus and tokenizer (`xelm run configs/demo.yaml`).
 """
@@ -25,20 +27,27 @@ from pathlib import Path
 WARMUP_STEPS = 5
 
 
-def matmul_peak_gflops(dtype_name: str, seconds: float = 2.0) -> float:
-    """Square-matmul throughput. A 512 probe first: where a dtype has no fast kernels (bf16 on
-    CPUs without AVX-512-BF16/AMX runs at ~1 GFLOPS) a 2048 matmul would take minutes."""
+def matmul_peak_gflops(dtype_name: str, device: str = "cpu", seconds: float = 2.0) -> float:
+    """Square-matmul throughput on `device`. A 512 probe first: where a dtype has no fast
+    kernels (bf16 on CPUs without AVX-512-BF16/AMX runs at ~1 GFLOPS) a 2048 matmul would take
+    minutes; on a GPU, 8192 (smaller ones do not fill it)."""
     import torch
 
     dtype = getattr(torch, dtype_name)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rate = 0.0
-    for n in (512, 2048):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for n in (512, 8192) if device == "cuda" else (512, 2048):
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
         a @ b
+        sync()
         reps, t = 0, time.perf_counter()
         while reps == 0 or time.perf_counter() - t < seconds:
             a @ b
             reps += 1
+            if reps % 10 == 0:
+                sync()
+        sync()
         rate = max(rate, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
         if rate < 20:
             break
@@ -62,6 +71,7 @@ def run_ours(args) -> dict:
         log_every=1,
         precision=args.precision,
         eval_blocks=1,
+        fused_loss=args.fused_loss,
     )
     train(cfg, progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -95,7 +105,7 @@ def run_trainer(args) -> dict:
     blocks = sampler.next_batch(args.steps * args.micro_batch_size)[:, : args.seq_len]
     dataset = [{"input_ids": b, "labels": b} for b in blocks]
     model = build_model(args.preset, tokenizer, args.seq_len)
-    bf16 = use_bf16(args.precision, "cpu")
+    bf16 = use_bf16(args.precision, args.device)
     times: list[float] = []
 
     class Clock(TrainerCallback):
@@ -113,7 +123,7 @@ def run_trainer(args) -> dict:
         adam_beta2=0.95,
         max_grad_norm=1.0,
         bf16=bf16,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         report_to=[],
         save_strategy="no",
         logging_steps=args.steps,
@@ -134,6 +144,10 @@ def run_trainer(args) -> dict:
 def child(args) -> None:
     result = run_ours(args) if args.side == "ours" else run_trainer(args)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device == "cuda":
+        import torch
+
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -147,10 +161,21 @@ def main() -> None:
     p.add_argument("--micro-batch-size", type=int, default=16)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--rounds", type=int, default=3, help="runs per side (median reported)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--fused-loss",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="xelm's side: train.fused_loss (default: on)",
+    )
     p.add_argument("--side", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.side:
         return child(args)
+    import torch
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     for path in (args.corpus, args.tokenizer):
         if not Path(path).exists():
             sys.exit(f"error: {path} not found; build it with `xelm run configs/demo.yaml`")
@@ -177,8 +202,13 @@ def main() -> None:
                 str(args.micro_batch_size),
                 "--precision",
                 args.precision,
+                "--device",
+                args.device,
+                "--fused-loss" if args.fused_loss else "--no-fused-loss",
             ]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+            if args.device == "cpu":  # xelm's loop (accelerate) takes a GPU wherever one is seen
+                env["CUDA_VISIBLE_DEVICES"] = ""
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
@@ -190,18 +220,22 @@ def main() -> None:
         side: sorted(rs, key=lambda r: r["tokens_per_s"])[len(rs) // 2] for side, rs in runs.items()
     }
 
-    import torch
-
-    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
+    peaks = {d: matmul_peak_gflops(d, args.device) for d in ("float32", "bfloat16")}
+    peaks = {"fp32": peaks["float32"], "bf16": peaks["bfloat16"]}
+    where = (
+        f"device {torch.cuda.get_device_name(0)}"
+        if args.device == "cuda"
+        else f"device CPU, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}"
+        f"{torch.get_num_threads()} threads, {where}"
     )
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOPS, bf16 {peaks['bf16']:.0f} GFLOPS")
     print(
         f"model: preset {args.preset}, {results['ours']['params']:,} parameters, batch "
-        f"{args.micro_batch_size}x{args.seq_len}, {args.steps} steps ({WARMUP_STEPS} warm-up)"
+        f"{args.micro_batch_size}x{args.seq_len}, {args.steps} steps ({WARMUP_STEPS} warm-up); "
+        f"xelm with fused_loss={args.fused_loss}"
     )
     for side, rs in runs.items():
         print(f"{side} tokens/s per run: " + ", ".join(f"{r['tokens_per_s']:,.0f}" for r in rs))
@@ -209,9 +243,10 @@ def main() -> None:
     base = results["trainer"]["tokens_per_s"]
     for side, r in results.items():
         mfu = 6 * r["params"] * r["tokens_per_s"] / (peaks[r["precision"]] * 1e9)
+        gpu = f"  GPU peak {r['peak_gpu_mib']:,.0f} MiB" if "peak_gpu_mib" in r else ""
         print(
             f"{side:<10}{r['precision']:>10}{r['tokens_per_s']:>12,.0f}"
-            f"{r['tokens_per_s'] / base:>7.2f}x{r['peak_rss_mib']:>9,.0f} MiB{mfu:>7.0%}"
+            f"{r['tokens_per_s'] / base:>7.2f}x{r['peak_rss_mib']:>9,.0f} MiB{mfu:>7.0%}{gpu}"
         )
 
 

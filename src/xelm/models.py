@@ -44,6 +44,13 @@ PRESETS: dict[str, dict[str, int]] = {
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
     },
+    "gpu": {  # configs/gpu.yaml: 30M parameters with an 8,192-token vocabulary
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+    },
 }
 
 

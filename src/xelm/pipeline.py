@@ -497,8 +497,8 @@ def _evaluate(
             1, sum(s["window_tokens"] for s in scores.values())
         )
         log(
-            f"  {model.name}: {set_name}, {len(scores)} languages, {tokens:,} tokens in "
-            f"{seconds:.0f} s ({tokens / seconds:,.0f} tokens/s, {passes:.2f} passes)"
+            f"  {set_name}: {tokens:,} tokens, {seconds:.0f} s, {tokens / seconds:,.0f} "
+            f"tokens/s, {passes:.2f} passes"
         )
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 

@@ -82,10 +82,11 @@ class TrainConfig(Spec):
     """torch CPU threads (default: torch's choice)"""
     compile: bool = no_effect(False)
     """torch.compile the model (measured: no gain on small CPU models)"""
-    fused_loss: bool = no_effect(True)
+    fused_loss: bool = no_effect(False)
     """the output layer and the cross-entropy fused, in chunks of rows (`xelm.train.fused_loss`;
-    Llama-family and XGLM models, one process): the same loss up to rounding, 1.3× faster
-    steps on the demo model on this CPU"""
+    Llama-family and XGLM models, one process): the same loss and gradients up to rounding,
+    1.3× faster steps on the demo model on a 2-core CPU; off by default while bf16 training
+    curves with it are checked (docs/training.md)"""
 
     def check(self) -> None:
         """What a run needs beyond valid values (a run config fills some fields in later)."""
