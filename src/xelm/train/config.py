@@ -85,8 +85,8 @@ class TrainConfig(Spec):
     fused_loss: bool = no_effect(False)
     """the output layer and the cross-entropy fused, in chunks of rows (`xelm.train.fused_loss`;
     Llama-family and XGLM models, one process): the same loss and gradients up to rounding,
-    1.3× faster steps on the demo model on a 2-core CPU; off by default while bf16 training
-    curves with it are checked (docs/training.md)"""
+    1.3× faster steps on the demo model on a 2-core CPU; off by default until the demo's
+    numbers are re-measured with it (bf16 runs drift either way: docs/training.md)"""
 
     def check(self) -> None:
         """What a run needs beyond valid values (a run config fills some fields in later)."""
