@@ -132,7 +132,7 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=No
     for i in range(0, len(pieces), batch_size):
         chunk = pieces[i : i + batch_size]
         ids, mask, target_mask = _pad(chunk, pad, device)
-        targets = ids[:, 1:][target_mask]
+        scored = F.pad(target_mask, (0, 1))  # position t scores token t + 1
         if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
             weights, solo = None, None
             if len(chunk[0]) > 2:  # per-document routing
@@ -142,17 +142,22 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=No
                 for row, (w, n, _, h) in enumerate(chunk):
                     solo[row, len(w) - 1 - n : len(w) - 1 - n + h] = True
                 solo = F.pad(solo, (0, 1))
-            scored = F.pad(target_mask, (0, 1))
             nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().item()
         else:
-            # the output layer and the log-softmax only where a row scores the next token
+            # the output layer and the log-softmax only where a row scores the next token;
+            # summed by the cross-entropy itself (not `next_token_logp`'s per-token values)
             keep = target_mask.any(0).nonzero().flatten()
-            logits = logits_at(model, ids, mask, keep)
-            picked = logits[target_mask[:, keep]].float()
-            nll += F.cross_entropy(picked, targets, reduction="sum").item()
+            picked = logits_at(model, ids, mask, keep)[target_mask[:, keep]].float()
+            nll += F.cross_entropy(picked, ids[:, 1:][target_mask], reduction="sum").item()
         if on_batch is not None:
-            on_batch(len(targets))
+            on_batch(int(target_mask.sum()))
     return nll
+
+
+def passes(scores: dict[str, dict[str, float]]) -> float:
+    """Model passes per token over every language of an `evaluate_model` result (dense: 1)."""
+    ran = sum(s["model_tokens"] for s in scores.values())
+    return ran / max(1, sum(s["window_tokens"] for s in scores.values()))
 
 
 def _window_tokens(docs: list[list[int]], context: int, stride: int) -> int:

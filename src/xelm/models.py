@@ -129,6 +129,19 @@ def logits_at(model, input_ids, attention_mask, keep: torch.Tensor, position_ids
     return model(**kwargs).logits[:, keep]
 
 
+def next_token_logp(model, input_ids, attention_mask, where, position_ids=None) -> torch.Tensor:
+    """log p(x_{t+1} | x_≤t) (batch, time) at the positions of `where` (0 elsewhere): the
+    output layer and the log-softmax run only at the time positions some row asks for."""
+    targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
+    keep = where.any(0).nonzero().flatten()
+    z = logits_at(model, input_ids, attention_mask, keep, position_ids)
+    m = where[:, keep]
+    picked = -torch.nn.functional.cross_entropy(z[m].float(), targets[:, keep][m], reduction="none")
+    out = picked.new_zeros(where.shape)
+    out[:, keep] = picked.new_zeros(m.shape).masked_scatter(m, picked)
+    return out
+
+
 @functools.cache
 def _keeps_logits(cls) -> bool:
     return "logits_to_keep" in inspect.signature(cls.forward).parameters

@@ -29,7 +29,7 @@ from xelm.data.build import (
 from xelm.data.debian_faq import FAQ_LANGS
 from xelm.data.install_guide import INSTALL_GUIDE_LANGS
 from xelm.errors import XelmError
-from xelm.evaluate import evaluate_model, unigram_baseline
+from xelm.evaluate import evaluate_model, passes, unigram_baseline
 from xelm.experts import expert_folders, plan_rounds, train_dense
 from xelm.icl.tasks import IclSpec
 from xelm.launch import launch
@@ -493,12 +493,9 @@ def _evaluate(
         )
         seconds = time.perf_counter() - started
         tokens = sum(s["tokens"] for s in scores.values())
-        passes = sum(s["model_tokens"] for s in scores.values()) / max(
-            1, sum(s["window_tokens"] for s in scores.values())
-        )
         log(
             f"  {set_name}: {tokens:,} tokens, {seconds:.0f} s, {tokens / seconds:,.0f} "
-            f"tokens/s, {passes:.2f} passes"
+            f"tokens/s, {passes(scores):.2f} passes"
         )
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 

@@ -81,7 +81,7 @@ def eval_ppl(
 ) -> None:
     """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
     ensemble folders), side by side, with the model passes each spends per token."""
-    from xelm.evaluate import unigram_baseline
+    from xelm.evaluate import passes, unigram_baseline
     from xelm.paths import atomic_write_text
 
     named = _named(model)
@@ -107,9 +107,7 @@ def eval_ppl(
         console.print(table)
     for name, r in results.items():
         if name != "unigram":
-            tokens = sum(s["model_tokens"] for s in r.values())
-            passes = tokens / max(1, sum(s["window_tokens"] for s in r.values()))
-            console.print(f"{name}: {passes:.2f} model passes per token")
+            console.print(f"{name}: {passes(r):.2f} model passes per token")
     if out:
         record = {"corpus": str(corpus), "split": split, "models": results}
         atomic_write_text(out, json.dumps(record, indent=2) + "\n")

@@ -38,7 +38,7 @@ from xelm.ensemble.routers import (
     top_k,
 )
 from xelm.errors import XelmError
-from xelm.models import check_same_architecture, logits_at
+from xelm.models import check_same_architecture, next_token_logp
 from xelm.paths import atomic_dir, inside
 
 FALLBACK_DIR = "fallback"  # in an ensemble folder: the model beside the experts (the seed)
@@ -248,10 +248,10 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logp, cache=cache if use_cache else None)
 
     def _run(
-        self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache, keep=None
+        self, e: int, rows, input_ids, attention_mask, position_ids, cache, use_cache, where=None
     ):
         """Logits (fp32) of expert `e` (or, e = -1, the fallback model) on `rows` of the batch;
-        `keep`: only at those time positions, in the model's own precision (for `score`)."""
+        with `where` (those rows' positions), only the log p of each next token there (`score`)."""
         sel = lambda t: t if rows is None or t is None else t[rows]  # noqa: E731
         model = self.fallback if e == -1 else self.experts[e]
         if use_cache and cache.experts[e] is None:
@@ -262,8 +262,8 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
             self.forward_calls[e] += 1
         mask = sel(attention_mask)
         self.tokens_run += int(mask.sum()) if mask is not None else sel(input_ids).numel()
-        if keep is not None:
-            return logits_at(model, sel(input_ids), mask, keep, sel(position_ids))
+        if where is not None:
+            return next_token_logp(model, sel(input_ids), mask, where, sel(position_ids))
         out = model(
             input_ids=sel(input_ids),
             attention_mask=mask,
@@ -378,20 +378,13 @@ class XELMForCausalLM(PreTrainedModel, GenerationMixin):
         head."""
         k = len(self.experts)
         fallback = self.mixes_fallback
-        targets = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
         seen_mask = torch.ones_like(score_mask) if attention_mask is None else attention_mask.bool()
         # token-by-token weights read the members' log p of the tokens before each scored one
         reads = seen_mask & reaches(score_mask, self.config.window)
 
         def target_logp(e, rows, where=score_mask):  # (rows, time): log p of the next token
-            m, t = (where, targets) if rows is None else (where[rows], targets[rows])
-            keep = m.any(0).nonzero().flatten()  # the vocabulary-wide work only where needed
-            z = self._run(e, rows, input_ids, attention_mask, None, None, False, keep=keep)
-            m, t = m[:, keep], t[:, keep]
-            picked = -nn.functional.cross_entropy(z[m].float(), t[m], reduction="none")
-            out = picked.new_zeros(where.shape[0] if rows is None else len(rows), where.shape[1])
-            out[:, keep] = picked.new_zeros(m.shape).masked_scatter(m, picked)
-            return out  # positions not asked for stay 0 (never read)
+            where = where if rows is None else where[rows]  # 0 where not asked (never read)
+            return self._run(e, rows, input_ids, attention_mask, None, None, False, where=where)
 
         log_alpha = expert_log_weights
         if log_alpha is None:
