@@ -68,10 +68,11 @@ def run_ours(args) -> dict:
         max_tokens=args.steps * tokens_per_step,
         seq_len=args.seq_len,
         micro_batch_size=args.micro_batch_size,
-        log_every=1,
+        log_every=WARMUP_STEPS,  # the loss is read (the host waits for the GPU) only then
         precision=args.precision,
         eval_blocks=1,
         fused_loss=args.fused_loss,
+        compile=args.compile,
     )
     train(cfg, progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -109,7 +110,11 @@ def run_trainer(args) -> dict:
     times: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_end(self, *a, **k):
+        def on_step_end(self, targs, state, *a, **k):
+            if args.device == "cuda" and state.global_step in (WARMUP_STEPS, args.steps):
+                import torch
+
+                torch.cuda.synchronize()  # the step's work done, not just queued
             times.append(time.perf_counter())
 
     targs = TrainingArguments(
@@ -130,6 +135,7 @@ def run_trainer(args) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=True,
         seed=0,
+        torch_compile=args.compile,
     )
     Trainer(model=model, args=targs, train_dataset=dataset, callbacks=[Clock()]).train()
     timed = args.steps - WARMUP_STEPS
@@ -168,8 +174,15 @@ def main() -> None:
         default=True,
         help="xelm's side: train.fused_loss (default: on)",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="both sides compiled (xelm: train.compile; Trainer: torch_compile)",
+    )
     p.add_argument("--side", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.steps <= WARMUP_STEPS or args.steps % WARMUP_STEPS:
+        p.error(f"--steps: a multiple of {WARMUP_STEPS} above it (the first are warm-up)")
     if args.side:
         return child(args)
     import torch
@@ -205,6 +218,7 @@ def main() -> None:
                 "--device",
                 args.device,
                 "--fused-loss" if args.fused_loss else "--no-fused-loss",
+                *(["--compile"] if args.compile else []),
             ]
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
             if args.device == "cpu":  # xelm's loop (accelerate) takes a GPU wherever one is seen
@@ -235,7 +249,7 @@ def main() -> None:
     print(
         f"model: preset {args.preset}, {results['ours']['params']:,} parameters, batch "
         f"{args.micro_batch_size}x{args.seq_len}, {args.steps} steps ({WARMUP_STEPS} warm-up); "
-        f"xelm with fused_loss={args.fused_loss}"
+        f"xelm with fused_loss={args.fused_loss}; compiled: {args.compile}"
     )
     for side, rs in runs.items():
         print(f"{side} tokens/s per run: " + ", ".join(f"{r['tokens_per_s']:,.0f}" for r in rs))

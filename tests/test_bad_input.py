@@ -390,6 +390,11 @@ CASES = [
         "Invalid value for '--context'",
     ),
     (
+        "eval: a device torch does not know",
+        "eval ppl --model {seed} --corpus {corpus} --device tpu",
+        "device 'tpu': use auto, cpu or cuda",
+    ),
+    (
         "eval: fallback without one in the ensemble",
         "eval ppl --model {ens} --corpus {corpus} --fallback",
         "this ensemble has no fallback model",

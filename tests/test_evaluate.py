@@ -149,3 +149,42 @@ def test_unigram_baseline_matches_its_definition(lm_setup):
     nbytes = sum(len(t.encode()) for t in texts)
     assert res["ja"]["nll"] == pytest.approx(nll, rel=1e-9)
     assert res["ja"]["bits_per_byte"] == pytest.approx(nll / math.log(2) / nbytes, rel=1e-4)
+
+
+def test_held_out_documents_come_tokenised_from_the_cache_like_the_texts(lm_setup):
+    from xelm.evaluate import held_out_documents, tokenised
+
+    tok = load_tokenizer(lm_setup / "tok")
+    corpus = Corpus(lm_setup / "corpus")
+    texts = [d.text for d in corpus.documents("validation", ["ja"])][:3]
+    cached = held_out_documents(corpus, tok, "validation", "ja", max_docs=3)
+    assert cached == tokenised(tok, texts)  # same ids (separator first) and bytes
+    assert cached.ids[0][0] == tok.eos_token_id
+    everything = held_out_documents(corpus, tok, "validation", "ja", max_docs=None)
+    assert len(everything.ids) == len(list(corpus.documents("validation", ["ja"])))
+
+
+def test_an_evaluator_loads_once_and_scores_any_set_as_evaluate_model_does(lm_setup, tiny_model):
+    from xelm.evaluate import Evaluator
+
+    evaluator = Evaluator(tiny_model, device="auto")
+    assert evaluator.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    corpus = lm_setup / "corpus"
+    seen = []
+    first = evaluator.evaluate(corpus, "validation", ["en"], max_docs=2)
+    again = evaluator.evaluate(corpus, "test", ["ru"], on_batch=lambda lang, n: seen.append(n))
+    assert first == evaluate_model(tiny_model, corpus, "validation", ["en"], max_docs=2)
+    assert again == evaluate_model(tiny_model, corpus, "test", ["ru"])
+    assert sum(seen) == again["ru"]["tokens"]  # the progress callback counts every token once
+
+
+def test_a_device_that_is_not_there_is_a_clear_error(tiny_model):
+    from xelm.errors import XelmError
+    from xelm.models import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(XelmError, match="use auto, cpu or cuda"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(XelmError, match="no CUDA GPU here"):
+            resolve_device("cuda")

@@ -4,7 +4,10 @@ XGLM), here on local synthetic data and a tiny model, offline."""
 import json
 from pathlib import Path
 
+import pytest
+
 from xelm.config import load_config
+from xelm.errors import XelmError
 from xelm.pipeline import run, stages
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -51,7 +54,12 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
         "eval.max_docs=3",
     ]
     cfg = load_config(CONFIGS / "tiny.yaml", overrides)
+    # the data alone first (as for a GPU machine without network), then the rest
+    assert run(cfg, log=lambda _: None, only=["corpus"]).stages == {"corpus": "built"}
+    with pytest.raises(XelmError, match="--only tokenizer: this run has no such stage"):
+        run(cfg, log=lambda _: None, only=["tokenizer"])
     status = run(cfg, log=lambda _: None).stages
+    assert status.pop("corpus") == "skipped"
     assert set(status.values()) == {"built"} and "tokenizer" not in status
 
     run_dir = Path(cfg.run_dir)
@@ -71,7 +79,7 @@ def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
         "merged/typology-k2",
     ]
     assert results["models"]["seed"]["cost"] == {"tokens": 0, "seconds": 0}
-    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(status, "skipped")
+    assert run(cfg, log=lambda _: None).stages == dict.fromkeys(["corpus", *status], "skipped")
 
 
 def test_a_run_directory_has_one_writer_and_a_dead_ones_lock_is_taken_over(tmp_path):
@@ -79,9 +87,6 @@ def test_a_run_directory_has_one_writer_and_a_dead_ones_lock_is_taken_over(tmp_p
     import subprocess
     import sys
 
-    import pytest
-
-    from xelm.errors import XelmError
     from xelm.paths import exclusive
 
     run_dir = tmp_path / "run"

@@ -293,8 +293,8 @@ def test_fused_loss_is_the_plain_loss_with_its_gradients(kind, monkeypatch):
 def test_fused_loss_falls_back_where_the_logits_are_more_than_the_output_layer():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from xelm.train.metrics import _fusable_head
+    from xelm.train.metrics import fusable_head
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
-    assert _fusable_head(gpt2) is None  # not on the list of plain output layers
-    assert _fusable_head(torch.nn.Linear(3, 3)) is None  # not an HF model (e.g. DDP-wrapped)
+    assert fusable_head(gpt2) is None  # not on the list of plain output layers
+    assert fusable_head(torch.nn.Linear(3, 3)) is None  # not an HF model (e.g. DDP-wrapped)

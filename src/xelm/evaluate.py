@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -92,18 +93,41 @@ def _separator(tokenizer) -> int:
     return sep
 
 
-def _documents(tokenizer, texts: list[str], score: LangScore) -> list[list[int]]:
-    """Token ids of each document, separator first; counts documents, tokens and bytes."""
+@dataclass(frozen=True)
+class Documents:
+    """Test documents as token ids, each with the separator first, and their UTF-8 bytes."""
+
+    ids: list[list[int]]
+    bytes: int
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) - 1 for ids in self.ids)
+
+    def score(self) -> LangScore:
+        """An empty score that counts these documents, tokens and bytes."""
+        return LangScore(documents=len(self.ids), tokens=self.tokens, bytes=self.bytes)
+
+
+def tokenised(tokenizer, texts: list[str]) -> Documents:
     sep = _separator(tokenizer)
-    docs = []
-    for text, ids in zip(
-        texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True
-    ):
-        score.documents += 1
-        score.tokens += len(ids)
-        score.bytes += len(text.encode("utf-8"))
-        docs.append([sep, *ids])
-    return docs
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return Documents([[sep, *i] for i in ids], sum(len(t.encode("utf-8")) for t in texts))
+
+
+def held_out_documents(corpus: Corpus, tokenizer, split: str, lang: str, max_docs: int | None):
+    """The first `max_docs` documents of a language's split, tokenised once per corpus and
+    tokenizer into the token cache training uses (`xelm.tokens`): a pipeline scores every test
+    set with many models, and on a GPU tokenising would cost more than scoring."""
+    if tokenizer.eos_token_id is None:  # the cache separates documents by EOS
+        return tokenised(tokenizer, _texts(corpus, split, lang, max_docs))
+    from xelm.tokens import token_streams
+
+    stream = token_streams(corpus, tokenizer, split, [lang])[lang]
+    n = min(stream.documents, max_docs or stream.documents)
+    offsets, tokens = stream.offsets()[: n + 1], stream.array()
+    ids = [tokens[a:b].astype(np.int64).tolist() for a, b in itertools.pairwise(offsets)]
+    return Documents(ids, int(stream.document_bytes()[:n].sum()))
 
 
 def _pad(chunk, pad: int, device):
@@ -117,18 +141,26 @@ def _pad(chunk, pad: int, device):
         ids[row, : len(w)] = torch.tensor(w)
         mask[row, : len(w)] = 1
         target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
-    return ids.to(device), mask.to(device), target_mask.to(device)
+    return _to(ids, device), _to(mask, device), _to(target_mask, device)
+
+
+def _to(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`, copied while the host goes on (pinned) when that is a GPU."""
+    if torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=None) -> float:
     """Summed NLL of (window, tokens to score[, expert log-weights[, head]]) pieces, batched;
     the first `head` targets of a piece are scored by the ensemble's fallback alone.
-    `on_batch(n)`: after each batch, with the number of tokens it scored (progress)."""
+    `on_batch(n)`: after each batch, with the number of tokens it scored (progress). The sum
+    stays on the device until the end: no batch waits for the one before to finish."""
     # similar lengths together (little padding); routed pieces grouped by their top expert, so
     # a batch runs few experts on many rows rather than many on few
     pieces = sorted(pieces, key=lambda p: (int(p[2].argmax()) if len(p) > 2 else 0, len(p[0])))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _separator(tokenizer)
-    nll = 0.0
+    nll = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(0, len(pieces), batch_size):
         chunk = pieces[i : i + batch_size]
         ids, mask, target_mask = _pad(chunk, pad, device)
@@ -136,22 +168,22 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=No
         if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
             weights, solo = None, None
             if len(chunk[0]) > 2:  # per-document routing
-                weights = torch.stack([p[2] for p in chunk]).to(device)
+                weights = _to(torch.stack([p[2] for p in chunk]), device)
             if len(chunk[0]) > 3:  # the first h targets of a piece: the fallback's alone
                 solo = torch.zeros_like(target_mask)
                 for row, (w, n, _, h) in enumerate(chunk):
                     solo[row, len(w) - 1 - n : len(w) - 1 - n + h] = True
                 solo = F.pad(solo, (0, 1))
-            nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().item()
+            nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().double()
         else:
             # the output layer and the log-softmax only where a row scores the next token;
             # summed by the cross-entropy itself (not `next_token_logp`'s per-token values)
             keep = target_mask.any(0).nonzero().flatten()
             picked = logits_at(model, ids, mask, keep)[target_mask[:, keep]].float()
-            nll += F.cross_entropy(picked, ids[:, 1:][target_mask], reduction="sum").item()
+            nll += F.cross_entropy(picked, ids[:, 1:][target_mask], reduction="sum").double()
         if on_batch is not None:
-            on_batch(int(target_mask.sum()))
-    return nll
+            on_batch(sum(p[1] for p in chunk))
+    return float(nll)
 
 
 def passes(scores: dict[str, dict[str, float]]) -> float:
@@ -164,22 +196,28 @@ def _window_tokens(docs: list[list[int]], context: int, stride: int) -> int:
     return sum(len(w) for ids in docs for w, _ in windows(ids, context, stride))
 
 
+def score_texts(model, tokenizer, texts: list[str], context: int, stride=None, **how) -> LangScore:
+    """Sum of NLL over all tokens of `texts`, each scored as its own document (`how`: the
+    keyword arguments of `score_documents`)."""
+    docs = tokenised(tokenizer, texts)
+    return score_documents(model, tokenizer, docs, context, stride, **how)
+
+
 @torch.no_grad()
-def score_texts(
+def score_documents(
     model,
     tokenizer,
-    texts: list[str],
+    documents: Documents,
     context: int,
     stride: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     on_batch: Callable[[int], None] | None = None,
 ) -> LangScore:
-    """Sum of NLL over all tokens of `texts` (each scored as its own document); `on_batch(n)`
-    after every batch, with the tokens it scored."""
+    """Sum of NLL over all tokens of the documents, every window of every document batched
+    together; `on_batch(n)` after every batch, with the tokens it scored."""
     stride = stride or max(1, context // 2)
-    score = LangScore()
-    docs = _documents(tokenizer, texts, score)
+    score, docs = documents.score(), documents.ids
     pieces = [p for ids in docs for p in windows(ids, context, stride)]
     ran = getattr(model, "tokens_run", None)
     score.nll = _score_pieces(model, tokenizer, pieces, batch_size, device, on_batch)
@@ -194,11 +232,17 @@ before every window, the window's own context (`recent`, so α follows the docum
 of the document before it (`prefix`)."""
 
 
+def score_texts_routed(model, tokenizer, texts: list[str], context: int, **how) -> LangScore:
+    """`score_documents_routed` of `texts`, each its own document."""
+    docs = tokenised(tokenizer, texts)
+    return score_documents_routed(model, tokenizer, docs, context, **how)
+
+
 @torch.no_grad()
-def score_texts_routed(
+def score_documents_routed(
     model,
     tokenizer,
-    texts: list[str],
+    documents: Documents,
     context: int,
     route_tokens: int = 32,
     stride: int | None = None,
@@ -214,7 +258,9 @@ def score_texts_routed(
     those experts run). No token is scored with α that saw it."""
     router = model.router
     if not router.reads_prefix and not (router.per_token and model.config.top_experts):
-        return score_texts(model, tokenizer, texts, context, stride, batch_size, device, on_batch)
+        return score_documents(
+            model, tokenizer, documents, context, stride, batch_size, device, on_batch
+        )
     if route_on not in ROUTE_ON:
         raise XelmError(f"route_on {route_on!r}: use one of {', '.join(ROUTE_ON)}")
     if route_on == "prefix" and not router.reads_prefix:
@@ -223,8 +269,7 @@ def score_texts_routed(
             "token; use the posterior without top_k, or route_on recent"
         )
     stride = stride or max(1, context // 2)
-    score = LangScore()
-    docs = _documents(tokenizer, texts, score)
+    score, docs = documents.score(), documents.ids
     ran = model.tokens_run
     heads = [(ids[: route_tokens + 1], len(ids[: route_tokens + 1]) - 1) for ids in docs]
     # the head: scored before anything routes it. With a fallback and a prefix router, the
@@ -281,7 +326,7 @@ def _posterior_scores(model, tokenizer, heads, batch_size: int, context: int, de
             ids, mask, target_mask = _pad(heads[i : i + per_batch], _separator(tokenizer), device)
             logp, post = model.score(ids, mask, F.pad(target_mask, (0, 1)), return_posterior=True)
             nll -= logp.sum().item()
-            posterior += list(post)
+            posterior += list(post.cpu())  # α on the host, beside the routers' α
     return nll, posterior
 
 
@@ -320,69 +365,114 @@ def is_ensemble(path: str | Path) -> bool:
     return config.exists() and json.loads(config.read_text()).get("model_type") == "xelm"
 
 
+class Evaluator:
+    """One model loaded once, on its device, to score any number of test sets: an HF causal LM,
+    or an X-ELM ensemble folder with its router (or `router`/`top_experts`, `route_on`,
+    `window` and `fallback`: see `RouterChoice`).
+
+    `device` auto: the GPU when there is one. `batch_size` (windows per batch; default 8 on a
+    CPU, 64k tokens' worth on a GPU, where small batches leave it idle). `precision` auto runs
+    the models in bf16 autocast where the hardware makes that fast (the log-softmax and the
+    sums stay fp32); measured on the demo seed with a 2-core AVX-512-BF16 CPU: 1.5× faster,
+    bits/byte equal to 3 decimals on every language."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        context: int | None = None,
+        batch_size: int | None = None,
+        router: str | None = None,
+        top_experts: int | None = None,
+        temperature: float | None = None,
+        route_tokens: int = 32,
+        trust_external_experts: bool = False,
+        precision: str = "auto",
+        route_on: str = "head",
+        window: int | None = None,
+        fallback: bool | None = None,
+        device: str | torch.device = "auto",
+    ):
+        from xelm.models import check_vocab, load_model, resolve_device
+        from xelm.paths import hf_ref
+        from xelm.tokenizer import load_tokenizer
+
+        hf_ref(model_path)  # a missing folder is an error, not a hub look-up
+        self.device = resolve_device(device)
+        if is_ensemble(model_path):
+            from xelm.ensemble import XELMForCausalLM
+
+            model = XELMForCausalLM.from_pretrained(
+                model_path,
+                router=router,
+                top_experts=top_experts,
+                temperature=temperature,
+                trust_external_experts=trust_external_experts,
+                use_fallback=fallback,
+                window=window,
+            )
+            tokenizer, inner = model.tokenizer, model.experts[0].config
+            self._score = functools.partial(
+                score_documents_routed, route_tokens=route_tokens, route_on=route_on
+            )
+        else:
+            tokenizer = load_tokenizer(model_path)
+            model = load_model(model_path).eval()
+            check_vocab(model, tokenizer, where=str(model_path))
+            inner, self._score = model.config, score_documents
+        self.model, self.tokenizer, self.precision = model.to(self.device), tokenizer, precision
+        self.context = context or getattr(inner, "max_position_embeddings", None) or 1024
+        self.batch_size = batch_size or default_batch_size(self.device, self.context)
+
+    def evaluate(
+        self,
+        corpus_dir: str | Path,
+        split: str = "test",
+        langs: list[str] | None = None,
+        max_docs: int | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> dict[str, dict[str, float]]:
+        """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte, cost}} on the
+        first `max_docs` documents of each language's split; `on_batch(lang, n)` after every
+        batch, with the tokens it scored (a progress bar)."""
+        from xelm.models import autocast
+
+        corpus = Corpus(corpus_dir)
+        results = {}
+        for lang in langs or corpus.langs:
+            docs = held_out_documents(corpus, self.tokenizer, split, lang, max_docs)
+            tick = functools.partial(on_batch, lang) if on_batch is not None else None
+            with autocast(self.precision, self.device):
+                scored = self._score(
+                    self.model,
+                    self.tokenizer,
+                    docs,
+                    self.context - 1,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    on_batch=tick,
+                )
+            results[lang] = scored.to_dict()
+        return results
+
+
+def default_batch_size(device: torch.device, context: int) -> int:
+    """Windows per batch: 8 on a CPU (larger batches measured no faster there), about 64k
+    tokens on a GPU."""
+    return 8 if device.type == "cpu" else max(8, 2**16 // context)
+
+
 def evaluate_model(
     model_path: str | Path,
     corpus_dir: str | Path,
     split: str = "test",
     langs: list[str] | None = None,
-    context: int | None = None,
     max_docs: int | None = None,
-    batch_size: int = 8,
-    router: str | None = None,
-    top_experts: int | None = None,
-    temperature: float | None = None,
-    route_tokens: int = 32,
-    trust_external_experts: bool = False,
-    precision: str = "auto",
-    route_on: str = "head",
-    window: int | None = None,
-    fallback: bool | None = None,
     on_batch: Callable[[str, int], None] | None = None,
+    **how,
 ) -> dict[str, dict[str, float]]:
-    """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte, cost}} for one model
-    (an HF causal LM, or an X-ELM ensemble folder with its router, or `router`/`top_experts`,
-    `route_on`, `window` and `fallback`: see `RouterChoice`).
-
-    `precision` auto runs the models in bf16 autocast where the hardware makes that fast (the
-    log-softmax and the sums stay fp32); measured on the demo seed with a 2-core AVX-512-BF16
-    CPU: 1.5× faster, bits/byte equal to 3 decimals on every language. `on_batch(lang, n)`:
-    after every batch, with the tokens it scored (a progress bar)."""
-    from xelm.models import autocast, check_vocab, load_model
-    from xelm.paths import hf_ref
-    from xelm.tokenizer import load_tokenizer
-
-    hf_ref(model_path)  # a missing folder is an error, not a hub look-up
-    if is_ensemble(model_path):
-        from xelm.ensemble import XELMForCausalLM
-
-        model = XELMForCausalLM.from_pretrained(
-            model_path,
-            router=router,
-            top_experts=top_experts,
-            temperature=temperature,
-            trust_external_experts=trust_external_experts,
-            use_fallback=fallback,
-            window=window,
-        )
-        tokenizer, inner = model.tokenizer, model.experts[0].config
-        score = functools.partial(score_texts_routed, route_tokens=route_tokens, route_on=route_on)
-    else:
-        tokenizer = load_tokenizer(model_path)
-        model = load_model(model_path).eval()
-        check_vocab(model, tokenizer, where=str(model_path))
-        inner, score = model.config, score_texts
-    context = context or getattr(inner, "max_position_embeddings", None) or 1024
-    corpus = Corpus(corpus_dir)
-    results = {}
-    for lang in langs or corpus.langs:
-        texts = _texts(corpus, split, lang, max_docs)
-        tick = functools.partial(on_batch, lang) if on_batch is not None else None
-        with autocast(precision):
-            scored = score(
-                model, tokenizer, texts, context - 1, batch_size=batch_size, on_batch=tick
-            )
-        results[lang] = scored.to_dict()
-    return results
+    """One model's scores on one corpus: `Evaluator(model_path, **how).evaluate(...)`."""
+    return Evaluator(model_path, **how).evaluate(corpus_dir, split, langs, max_docs, on_batch)
 
 
 def unigram_baseline(
@@ -395,8 +485,6 @@ def unigram_baseline(
 ) -> dict[str, dict[str, float]]:
     """A per-language unigram LM (add-one smoothed token frequencies of the train split of
     `train_corpus_dir`, default `corpus_dir`): the bar a trained model must clear clearly."""
-    import numpy as np
-
     from xelm.tokenizer import load_tokenizer
     from xelm.tokens import token_streams
 
@@ -411,14 +499,8 @@ def unigram_baseline(
         counts = np.bincount(streams[lang].array(), minlength=vocab).astype(np.float64)
         counts[tokenizer.eos_token_id] -= streams[lang].documents  # the separators
         log_p = np.log((counts + 1) / (counts.sum() + vocab))
-        score = LangScore()
-        texts = _texts(corpus, split, lang, max_docs)
-        for text, ids in zip(
-            texts, tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True
-        ):
-            score.documents += 1
-            score.tokens += len(ids)
-            score.bytes += len(text.encode("utf-8"))
-            score.nll -= float(log_p[ids].sum())
+        docs = held_out_documents(corpus, tokenizer, split, lang, max_docs)
+        score = docs.score()
+        score.nll = -float(sum(log_p[ids[1:]].sum() for ids in docs.ids))
         results[lang] = score.to_dict()
     return results

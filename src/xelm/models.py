@@ -44,6 +44,13 @@ PRESETS: dict[str, dict[str, int]] = {
         "num_attention_heads": 4,
         "num_key_value_heads": 4,
     },
+    "base": {  # 88M parameters with a 4,096-token vocabulary: the GPU training benchmark's
+        "hidden_size": 768,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 12,
+    },
     "gpu": {  # configs/gpu.yaml: 30M parameters with an 8,192-token vocabulary
         "hidden_size": 512,
         "intermediate_size": 1408,
@@ -181,6 +188,19 @@ def save_model(model, tokenizer, out: str | Path, extra_files: dict[str, str] | 
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return Path(out)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto`: the GPU when torch sees one, else the CPU; a device asked for must be there."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise XelmError(f"device {device!r}: use auto, cpu or cuda (cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise XelmError(f"device {device}: torch sees no CUDA GPU here; use auto or cpu")
+    return device
 
 
 def bf16_supported(device: torch.device) -> bool:

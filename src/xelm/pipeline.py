@@ -29,7 +29,7 @@ from xelm.data.build import (
 from xelm.data.debian_faq import FAQ_LANGS
 from xelm.data.install_guide import INSTALL_GUIDE_LANGS
 from xelm.errors import XelmError
-from xelm.evaluate import evaluate_model, passes, unigram_baseline
+from xelm.evaluate import Evaluator, passes, unigram_baseline
 from xelm.experts import expert_folders, plan_rounds, train_dense
 from xelm.icl.tasks import IclSpec
 from xelm.launch import launch
@@ -460,8 +460,9 @@ def _evaluate(
     log: Log,
     out: Path,
 ) -> None:
-    """{test set: {lang: scores}} of one model (on the languages each set has)."""
-    results = {}
+    """{test set: {lang: scores}} of one model (on the languages each set has), loaded once
+    onto the device (the GPU when there is one)."""
+    results, evaluator = {}, None
     for set_name, (corpus_dir, split, max_docs) in sets.items():
         started = time.perf_counter()
         have = Corpus(corpus_dir).langs
@@ -478,19 +479,12 @@ def _evaluate(
                 train_corpus_dir=train_corpus,
             )
             continue
-        how = {}
-        if model.router is not None:
-            r = model.router
-            how = {"route_tokens": route_tokens, **r.settings()}
-        results[set_name] = scores = evaluate_model(
-            model.path,
-            corpus_dir,
-            split,
-            set_langs,
-            max_docs=max_docs,
-            precision=precision,
-            **how,
-        )
+        if evaluator is None:
+            how = {}
+            if model.router is not None:
+                how = {"route_tokens": route_tokens, **model.router.settings()}
+            evaluator = Evaluator(model.path, precision=precision, **how)
+        results[set_name] = scores = evaluator.evaluate(corpus_dir, split, set_langs, max_docs)
         seconds = time.perf_counter() - started
         tokens = sum(s["tokens"] for s in scores.values())
         log(
@@ -569,9 +563,14 @@ class RunSummary:
     results: Results | None  # None: no report
 
 
-def run(cfg: RunConfig, log: Log = print, report: bool = True) -> RunSummary:
+def run(
+    cfg: RunConfig, log: Log = print, report: bool = True, only: list[str] | None = None
+) -> RunSummary:
     """Run every stage that is not done yet; returns what each stage did and the results.
     `report=False` (e.g. a sweep over the run's folder): no report, and config.yaml is kept.
+    `only`: just the stages of these kinds (the first word of a stage's name: `corpus`,
+    `tokenizer`, `experts`, `eval`...) and no report, e.g. the data here, the rest on a GPU
+    machine without network.
 
     A stage is stamped as started (with its key) before it builds and as done after: an
     interrupted stage with the same key resumes from what it left (seed and expert checkpoints,
@@ -580,8 +579,17 @@ def run(cfg: RunConfig, log: Log = print, report: bool = True) -> RunSummary:
     with exclusive(layout.root):  # one writer per run directory
         if report:
             dump_config(cfg, layout.config)
-        status = {stage.name: _build(stage, log) for stage in stages(cfg, log, report)}
-    results = Results.read(layout.root) if report else None
+        todo = stages(cfg, log, report and only is None)
+        if only is not None:
+            kinds = {stage.name.split()[0] for stage in todo}
+            if unknown := [k for k in only if k not in kinds]:
+                raise XelmError(
+                    f"--only {','.join(unknown)}: this run has no such stage; its stage kinds "
+                    f"are {', '.join(sorted(kinds))}"
+                )
+            todo = [stage for stage in todo if stage.name.split()[0] in only]
+        status = {stage.name: _build(stage, log) for stage in todo}
+    results = Results.read(layout.root) if report and only is None else None
     return RunSummary(status, results)
 
 

@@ -78,6 +78,13 @@ def eval_ppl(
     precision: Annotated[
         Precision, typer.Option(help="auto: bf16 autocast where the hardware does it fast.")
     ] = "auto",
+    device: Annotated[
+        str, typer.Option(help="auto (the GPU when there is one), cpu, cuda or cuda:N.")
+    ] = "auto",
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Windows per batch (default: 8 on a CPU, 64k tokens on a GPU)."),
+    ] = None,
 ) -> None:
     """Per-language perplexity and bits per byte of one or more models (HF causal LMs or X-ELM
     ensemble folders), side by side, with the model passes each spends per token."""
@@ -98,6 +105,8 @@ def eval_ppl(
         "fallback": fallback,
         "trust_external_experts": trust_external_experts,
         "precision": value(precision),
+        "device": device,
+        "batch_size": batch_size,
     }
     results = _score(named, corpus, value(router or []), how)
     if unigram:

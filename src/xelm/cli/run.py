@@ -17,7 +17,18 @@ ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs
 OutOpt = Annotated[Path | None, typer.Option(help="Run directory (default: the config's run_dir).")]
 
 
-def run_cmd(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None) -> None:
+def run_cmd(
+    config: ConfigArg,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these kinds of stage, comma-separated (e.g. corpus,udhr,tokenizer: the "
+            "data, to carry to a machine without network); no report."
+        ),
+    ] = None,
+) -> None:
     """Run every stage of a config; stages already built with the same settings are skipped."""
     from xelm.config import load_config
     from xelm.layout import RunLayout
@@ -25,7 +36,7 @@ def run_cmd(config: ConfigArg, out: OutOpt = None, set_: SetOpt = None) -> None:
     from xelm.report import SET_TITLES, summary
 
     cfg = load_config(config, set_, values={"run_dir": out and str(out)})
-    done = run(cfg, log=log)
+    done = run(cfg, log=log, only=split_list(only))
     built = [name for name, status in done.stages.items() if status == "built"]
     console.print(
         f"{len(built)} of {len(done.stages)} stages built, the others up to date", highlight=False

@@ -13,6 +13,7 @@ All weights are log-probabilities, `(batch, experts)`, each row summing to one i
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -185,11 +186,9 @@ class LanguageRouter(_PrefixRouter):
     name = "lid"
 
     def __init__(self, n_experts: int, language_to_expert: dict[str, int]):
-        from langid.langid import LanguageIdentifier, model
-
         super().__init__(n_experts)
         self.language_to_expert = language_to_expert
-        self.identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+        self.identifier = _language_identifier()
 
     @classmethod
     def from_config(cls, config, folder: Path | None) -> Router:
@@ -209,6 +208,14 @@ class LanguageRouter(_PrefixRouter):
         log_alpha = torch.full((len(texts), len(self.log_prior)), -math.inf)
         log_alpha[torch.arange(len(texts)), torch.tensor(experts)] = 0.0
         return log_alpha
+
+
+@functools.cache
+def _language_identifier():
+    """langid.py's model, unpacked once per process (1.2 s: a pipeline loads many ensembles)."""
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
 
 
 # The routers by name: the one list the config, the CLI and the ensemble read.
@@ -260,7 +267,7 @@ class RouterChoice(Spec):
         return f"{self.router}{top}{temp}{on}{window}{head}{fallback}"
 
     def settings(self) -> dict:
-        """The keyword arguments `xelm.evaluate.evaluate_model` takes for this choice."""
+        """The keyword arguments `xelm.evaluate.Evaluator` takes for this choice."""
         return {
             "router": self.router,
             "top_experts": self.top_k,

@@ -99,13 +99,14 @@ def load_lm(
     import torch
 
     from xelm.evaluate import is_ensemble
-    from xelm.models import use_bf16
+    from xelm.models import resolve_device, use_bf16
     from xelm.paths import hf_ref
 
     hf_ref(model_path)
-    bf16 = use_bf16(precision, "cpu")
+    device = resolve_device("auto")  # the GPU when there is one
+    bf16 = use_bf16(precision, device)
     common = {
-        "device": "cpu",
+        "device": str(device),
         "batch_size": batch_size,
         "mixed_precision_dtype": torch.bfloat16 if bf16 else None,
     }

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-CHUNK_ROWS = 1024  # rows of logits at a time: 1024 × 4096 fp32 is 16 MiB
+CHUNK_ROWS = 1024  # rows of logits at a time on a CPU: 1024 × 4096 fp32 is 16 MiB, in cache
+GPU_CHUNK_ROWS = 8192  # on a GPU, larger chunks, fewer kernel launches (128 MiB at 4096)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -55,7 +56,7 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy of `hidden @ weight.T` (rows × vocabulary) against `targets`, never
     holding more than `chunk` rows of logits (default `CHUNK_ROWS`)."""
-    chunk = chunk or CHUNK_ROWS
+    chunk = chunk or (GPU_CHUNK_ROWS if hidden.is_cuda else CHUNK_ROWS)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(hidden, weight, targets, chunk)
     total = hidden.new_zeros((), dtype=torch.float32)

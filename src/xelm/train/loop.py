@@ -31,7 +31,7 @@ from xelm.tokenizer import load_tokenizer
 from xelm.train.checkpoint import Checkpointer, TrainState
 from xelm.train.config import TrainConfig
 from xelm.train.data import TrainingData, training_data
-from xelm.train.metrics import MetricsLog, lm_loss, progress_bar, validation_loss
+from xelm.train.metrics import MetricsLog, fusable_head, lm_loss, progress_bar, validation_loss
 from xelm.train.record import TrainRecord
 
 
@@ -134,7 +134,7 @@ def build(cfg: TrainConfig, work: Path) -> Run:
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler, data.sampler, state)
-    step_fn = torch.compile(model) if cfg.compile else model
+    step_fn = _compiled(model, cfg.fused_loss) if cfg.compile else model
     precision = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
     return Run(
         cfg,
@@ -152,26 +152,44 @@ def build(cfg: TrainConfig, work: Path) -> Run:
     )
 
 
-def train_step(run: Run) -> float:
-    """One optimizer step over `grad_accum_steps` micro-batches; returns the step's loss."""
+def _compiled(model, fused_loss: bool):
+    """torch.compile for the training step. With the fused loss, only the decoder is compiled
+    (in place), so the output layer and the loss stay fused; otherwise the whole model."""
+    if fused_loss and fusable_head(model) is not None:
+        model.get_decoder().compile()
+        return model
+    return torch.compile(model)
+
+
+def train_step(run: Run) -> torch.Tensor:
+    """One optimizer step over `grad_accum_steps` micro-batches; returns the step's loss, on
+    the device: reading it (a host sync) would make the host wait for the GPU every step."""
     cfg, acc = run.cfg, run.accelerator
     world, rank = acc.num_processes, acc.process_index
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
     for _ in range(cfg.grad_accum_steps):
         # every process draws the same global micro-batch and takes its own slice
         batch = run.data.sampler.next_batch(cfg.micro_batch_size * world)
         batch = batch[rank * cfg.micro_batch_size : (rank + 1) * cfg.micro_batch_size]
         with acc.autocast():
-            loss = lm_loss(run.step_fn, batch.to(acc.device), cfg.fused_loss)
+            loss = lm_loss(run.step_fn, _to_device(batch, acc.device), cfg.fused_loss)
             loss = loss / cfg.grad_accum_steps
         acc.backward(loss)
-        loss_sum += loss.item()
+        loss_sum += loss.detach().double()
     if cfg.grad_clip > 0:
         acc.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum
+
+
+def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """To a GPU from pinned memory, without waiting: a copy from pageable memory would
+    synchronise the host with the GPU."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def fit(run: Run, metrics: MetricsLog, checkpointer: Checkpointer, progress: bool) -> None:
@@ -181,6 +199,7 @@ def fit(run: Run, metrics: MetricsLog, checkpointer: Checkpointer, progress: boo
     run.model.train()
     t0, elapsed0 = time.perf_counter(), state.elapsed
     window_t, window_tokens, window_loss = time.perf_counter(), 0, 0.0
+    shown, tps = 0.0, 0.0  # on the bar: as of the last metrics line
     with progress_bar(progress and run.accelerator.is_main_process) as bar:
         task = bar.add_task("train", total=run.total_steps, completed=state.step, loss=0.0, tps=0.0)
         while state.step < run.total_steps:
@@ -190,21 +209,23 @@ def fit(run: Run, metrics: MetricsLog, checkpointer: Checkpointer, progress: boo
             state.elapsed = elapsed0 + time.perf_counter() - t0
             window_tokens += run.tokens_per_step
             window_loss += loss
-            tps = window_tokens / max(time.perf_counter() - window_t, 1e-9)
-            bar.update(task, completed=state.step, loss=loss, tps=tps)
             if state.step % cfg.log_every == 0 or state.step == run.total_steps:
                 n = (state.step - 1) % cfg.log_every + 1  # steps in this window
+                shown = float(window_loss) / n  # the host reads the loss only here
+                state.elapsed = elapsed0 + time.perf_counter() - t0  # the GPU caught up
+                tps = window_tokens / max(time.perf_counter() - window_t, 1e-9)
                 metrics.write(
                     {
                         "step": state.step,
                         "tokens": state.tokens,
-                        "loss": window_loss / n,
+                        "loss": shown,
                         "lr": run.scheduler.get_last_lr()[0],
                         "tokens_per_s": round(tps, 1),
                         "elapsed": round(state.elapsed, 2),
                     }
                 )
                 window_t, window_tokens, window_loss = time.perf_counter(), 0, 0.0
+            bar.update(task, completed=state.step, loss=shown, tps=tps)
             if (
                 cfg.eval_every
                 and state.step % cfg.eval_every == 0

@@ -79,7 +79,7 @@ def lm_loss(model, block: torch.Tensor, fused: bool = False) -> torch.Tensor:
     in, seq_len predictions): no position is wasted on a shifted-away label. `fused`: the output
     layer and the loss in chunks (`xelm.train.fused_loss`) where the model allows it."""
     inputs, targets = block[:, :-1], block[:, 1:].flatten()
-    head = _fusable_head(model) if fused else None
+    head = fusable_head(model) if fused else None
     if head is None:
         logits = model(input_ids=inputs).logits
         return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets)
@@ -87,7 +87,7 @@ def lm_loss(model, block: torch.Tensor, fused: bool = False) -> torch.Tensor:
     return linear_cross_entropy(hidden.flatten(0, 1), head.weight, targets)
 
 
-def _fusable_head(model) -> torch.nn.Linear | None:
+def fusable_head(model) -> torch.nn.Linear | None:
     """The output layer, if the model is a plain HF model (not wrapped for data parallelism or
     compiled) of a type whose logits are just that layer's output."""
     from transformers import PreTrainedModel
