@@ -4,6 +4,7 @@ generate() works with per-expert caches."""
 
 import math
 import os
+import random
 
 import pytest
 import torch
@@ -265,6 +266,18 @@ def test_language_id_router_routes_known_languages_and_falls_back(trained, tmp_p
     posterior = XELMForCausalLM.from_pretrained(tmp_path / "ens", router="posterior")
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=x).logits, posterior(input_ids=x).logits)
+    # many texts at once (evaluation routes every window): each as it would be on its own
+    from conftest import synthetic_text
+
+    rng = random.Random(0)
+    texts = [synthetic_text(lang, rng, words) for lang in ("en", "ru", "ja") for words in (3, 40)]
+    texts += [eo, "ok", "https://example.org/a?b=1", "12 345"]
+    assert lid.identify_each(texts) == [lid.identify(t) for t in texts]
+    each = lid.route_each(texts)
+    for text, alpha in zip(texts, each, strict=True):
+        alone = lid.route([text])
+        assert (alpha is None) == (alone is None) and (alone is None or alpha.equal(alone[0]))
+    assert each[len(texts) - 4] is None  # Esperanto
 
 
 def test_parameter_average_merge_and_bad_folders(trained, tmp_path, lm_setup):

@@ -298,3 +298,21 @@ def test_fused_loss_falls_back_where_the_logits_are_more_than_the_output_layer()
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
     assert fusable_head(gpt2) is None  # not on the list of plain output layers
     assert fusable_head(torch.nn.Linear(3, 3)) is None  # not an HF model (e.g. DDP-wrapped)
+
+
+def test_compiling_keeps_the_loss_fused_by_compiling_the_decoder_in_place():
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from xelm.models import PRESETS
+    from xelm.train.loop import _compiled
+    from xelm.train.metrics import fusable_head
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=97, **PRESETS["tiny"]))
+    step_fn = _compiled(llama, fused_loss=True)  # torch.compile is lazy: nothing compiles yet
+    assert step_fn is llama and fusable_head(step_fn) is llama.lm_head
+    assert llama.get_decoder()._compiled_call_impl is not None
+    assert list(llama.state_dict()) == list(LlamaForCausalLM(llama.config).state_dict())
+    # without the fused loss, or for a model it does not apply to: the whole model compiled
+    assert isinstance(_compiled(llama, fused_loss=False), torch._dynamo.eval_frame.OptimizedModule)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
+    assert fusable_head(_compiled(gpt2, fused_loss=True)) is None

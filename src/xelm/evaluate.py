@@ -342,12 +342,13 @@ def _posterior_into(alphas: list, pieces: dict, model, tokenizer, batch_size, co
 
 def _route_texts(model, token_rows: list[list[int]], default: list) -> list:
     """The prefix router's α for the text of each row of tokens (`default` where it has no
-    text or abstains)."""
+    text or abstains), all rows in one call."""
     texts = model.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
-    out = []
-    for text, a in zip(texts, default, strict=True):
-        routed = model.router.route([text]) if text.strip() else None
-        out.append(a if routed is None else routed[0])
+    some = [i for i, text in enumerate(texts) if text.strip()]
+    out = list(default)
+    for i, routed in zip(some, model.router.route_each([texts[i] for i in some]), strict=True):
+        if routed is not None:
+            out[i] = routed
     return out
 
 
