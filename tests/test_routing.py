@@ -181,8 +181,8 @@ def test_rerouting_reads_only_the_text_before_each_window(
     en, ru = (next(iter(corpus.documents("test", [x]))).text for x in ("en", "ru"))
     text = en[:150] + " " + ru[:400]  # a document that changes language
     read = []
-    route = model.router.route
-    model.router.route = lambda texts: read.append(texts[0]) or route(texts)
+    route_each = model.router.route_each  # evaluation routes many texts in one call
+    model.router.route_each = lambda texts: read.extend(texts) or route_each(texts)
     P, context, stride = 8, 40, 20
     scored = score_texts_routed(
         model, tok, [text], context, route_tokens=P, stride=stride, route_on=route_on
@@ -216,8 +216,8 @@ def test_head_tokens_is_how_much_of_a_document_is_read_before_it_is_routed(
     )
     assert choice.name == "lid-top1-recent-w8-h5+seed"
     read = []
-    route = LanguageRouter.route
-    monkeypatch.setattr(LanguageRouter, "route", lambda r, t: read.append(t[0]) or route(r, t))
+    each = LanguageRouter.route_each
+    monkeypatch.setattr(LanguageRouter, "route_each", lambda r, t: read.extend(t) or each(r, t))
     corpus = lm_setup / "corpus"
     evaluate_model(folder, corpus, langs=["en"], max_docs=1, **choice.settings())
     tok = load_tokenizer(folder)

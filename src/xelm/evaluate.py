@@ -170,10 +170,10 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=No
             if len(chunk[0]) > 2:  # per-document routing
                 weights = _to(torch.stack([p[2] for p in chunk]), device)
             if len(chunk[0]) > 3:  # the first h targets of a piece: the fallback's alone
-                solo = torch.zeros_like(target_mask)
+                solo = torch.zeros(target_mask.shape, dtype=torch.bool)  # made on the host
                 for row, (w, n, _, h) in enumerate(chunk):
                     solo[row, len(w) - 1 - n : len(w) - 1 - n + h] = True
-                solo = F.pad(solo, (0, 1))
+                solo = _to(F.pad(solo, (0, 1)), device)
             nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().double()
         else:
             # the output layer and the log-softmax only where a row scores the next token;
