@@ -93,11 +93,13 @@ def _separator(tokenizer) -> int:
     return sep
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Documents:
-    """Test documents as token ids, each with the separator first, and their UTF-8 bytes."""
+    """Test documents as token ids (int64 arrays: windows are views of them, and a batch is
+    filled by copies, not per-token Python), each with the separator first, and their UTF-8
+    bytes."""
 
-    ids: list[list[int]]
+    ids: list[np.ndarray]
     bytes: int
 
     @property
@@ -112,7 +114,8 @@ class Documents:
 def tokenised(tokenizer, texts: list[str]) -> Documents:
     sep = _separator(tokenizer)
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return Documents([[sep, *i] for i in ids], sum(len(t.encode("utf-8")) for t in texts))
+    docs = [np.asarray([sep, *i], dtype=np.int64) for i in ids]
+    return Documents(docs, sum(len(t.encode("utf-8")) for t in texts))
 
 
 def held_out_documents(corpus: Corpus, tokenizer, split: str, lang: str, max_docs: int | None):
@@ -126,22 +129,23 @@ def held_out_documents(corpus: Corpus, tokenizer, split: str, lang: str, max_doc
     stream = token_streams(corpus, tokenizer, split, [lang])[lang]
     n = min(stream.documents, max_docs or stream.documents)
     offsets, tokens = stream.offsets()[: n + 1], stream.array()
-    ids = [tokens[a:b].astype(np.int64).tolist() for a, b in itertools.pairwise(offsets)]
+    ids = [tokens[a:b].astype(np.int64) for a, b in itertools.pairwise(offsets)]
     return Documents(ids, int(stream.document_bytes()[:n].sum()))
 
 
 def _pad(chunk, pad: int, device):
     """Right-padded ids, attention mask and the mask of the positions whose next token is
-    scored, for (window, tokens to score, ...) pieces."""
-    width = max(len(p[0]) for p in chunk)
-    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(chunk), width), dtype=torch.long)
-    target_mask = torch.zeros((len(chunk), width - 1), dtype=torch.bool)
-    for row, (w, n_score, *_) in enumerate(chunk):
-        ids[row, : len(w)] = torch.tensor(w)
-        mask[row, : len(w)] = 1
-        target_mask[row, len(w) - 1 - n_score : len(w) - 1] = True
-    return _to(ids, device), _to(mask, device), _to(target_mask, device)
+    scored, for (window, tokens to score, ...) pieces: made on the host with numpy (on a GPU
+    the host's time per batch is what the device waits for), then moved."""
+    lengths = np.array([len(p[0]) for p in chunk])
+    scored = np.array([p[1] for p in chunk])
+    ids = np.full((len(chunk), lengths.max()), pad, dtype=np.int64)
+    for row, (w, *_) in enumerate(chunk):
+        ids[row, : len(w)] = w
+    at = np.arange(ids.shape[1])
+    mask = (at < lengths[:, None]).astype(np.int64)
+    targets = (at[:-1] >= (lengths - 1 - scored)[:, None]) & (at[:-1] < (lengths - 1)[:, None])
+    return tuple(_to(torch.from_numpy(x), device) for x in (ids, mask, targets))
 
 
 def _to(t: torch.Tensor, device) -> torch.Tensor:
