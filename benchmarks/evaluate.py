@@ -113,7 +113,14 @@ def main() -> None:
     if routed is not None:
         sides[f"X-ELM {ensembles[0].name}, LID follow + seed"] = lambda: (
             score_texts_routed(
-                routed, routed.tokenizer, texts, context, stride, device=device, route_on="recent"
+                routed,
+                routed.tokenizer,
+                texts,
+                context,
+                stride=stride,
+                route_tokens=16,  # the demo's head_tokens
+                device=device,
+                route_on="recent",
             ).nll
         )
     times: dict[str, list[float]] = {s: [] for s in sides}
