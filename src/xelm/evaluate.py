@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from xelm.corpus import Corpus
 from xelm.ensemble.routers import RouterChoice
 from xelm.errors import XelmError
-from xelm.models import logits_at
+from xelm.models import logits_at, to_device
 
 
 @dataclass
@@ -145,14 +145,7 @@ def _pad(chunk, pad: int, device):
     at = np.arange(ids.shape[1])
     mask = (at < lengths[:, None]).astype(np.int64)
     targets = (at[:-1] >= (lengths - 1 - scored)[:, None]) & (at[:-1] < (lengths - 1)[:, None])
-    return tuple(_to(torch.from_numpy(x), device) for x in (ids, mask, targets))
-
-
-def _to(t: torch.Tensor, device) -> torch.Tensor:
-    """A host tensor on `device`, copied while the host goes on (pinned) when that is a GPU."""
-    if torch.device(device).type != "cuda":
-        return t
-    return t.pin_memory().to(device, non_blocking=True)
+    return tuple(to_device(torch.from_numpy(x), device) for x in (ids, mask, targets))
 
 
 def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=None) -> float:
@@ -172,12 +165,12 @@ def _score_pieces(model, tokenizer, pieces, batch_size: int, device, on_batch=No
         if hasattr(model, "score"):  # an X-ELM ensemble: the mixture's log p of each target
             weights, solo = None, None
             if len(chunk[0]) > 2:  # per-document routing
-                weights = _to(torch.stack([p[2] for p in chunk]), device)
+                weights = to_device(torch.stack([p[2] for p in chunk]), device)
             if len(chunk[0]) > 3:  # the first h targets of a piece: the fallback's alone
                 solo = torch.zeros(target_mask.shape, dtype=torch.bool)  # made on the host
                 for row, (w, n, _, h) in enumerate(chunk):
                     solo[row, len(w) - 1 - n : len(w) - 1 - n + h] = True
-                solo = _to(F.pad(solo, (0, 1)), device)
+                solo = to_device(F.pad(solo, (0, 1)), device)
             nll -= model.score(ids, mask, scored, weights, fallback_only=solo).sum().double()
         else:
             # the output layer and the log-softmax only where a row scores the next token;

@@ -24,6 +24,7 @@ from xelm.models import (
     count_parameters,
     load_model,
     save_model,
+    to_device,
     use_bf16,
 )
 from xelm.paths import hf_ref, writable
@@ -172,7 +173,7 @@ def train_step(run: Run) -> torch.Tensor:
         batch = run.data.sampler.next_batch(cfg.micro_batch_size * world)
         batch = batch[rank * cfg.micro_batch_size : (rank + 1) * cfg.micro_batch_size]
         with acc.autocast():
-            loss = lm_loss(run.step_fn, _to_device(batch, acc.device), cfg.fused_loss)
+            loss = lm_loss(run.step_fn, to_device(batch, acc.device), cfg.fused_loss)
             loss = loss / cfg.grad_accum_steps
         acc.backward(loss)
         loss_sum += loss.detach().double()
@@ -182,14 +183,6 @@ def train_step(run: Run) -> torch.Tensor:
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return loss_sum
-
-
-def _to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """To a GPU from pinned memory, without waiting: a copy from pageable memory would
-    synchronise the host with the GPU."""
-    if device.type != "cuda":
-        return batch
-    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def fit(run: Run, metrics: MetricsLog, checkpointer: Checkpointer, progress: bool) -> None:
