@@ -190,3 +190,23 @@ def test_a_device_that_is_not_there_is_a_clear_error(tiny_model):
     if not torch.cuda.is_available():
         with pytest.raises(XelmError, match="no CUDA GPU here"):
             resolve_device("cuda")
+
+
+def test_scoring_progress_shows_tokens_per_second_on_a_terminal_and_nothing_in_a_log():
+    import io
+
+    from rich.console import Console
+
+    from xelm.display import scoring_progress
+
+    for terminal in (True, False):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=terminal, width=80)
+        with scoring_progress("seed, udhr", console) as tick:
+            tick("de", 1000)
+            tick("ru", 500)
+            console.file.flush()
+            shown = out.getvalue()
+        assert ("scoring seed, udhr" in shown) == terminal
+        if not terminal:
+            assert out.getvalue() == ""  # a log file gets no blank lines either

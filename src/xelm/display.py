@@ -4,10 +4,12 @@ split by columns (the language column repeated), so they read in 80 columns too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress, ProgressColumn, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -166,3 +168,30 @@ def score_tables(
     transposed = {row: [columns[n][i] for n in names] for i, row in enumerate(rows)}
     by_model = fit_columns(console, title, "model", names, transposed)
     return by_model if len(by_model) < len(by_lang) else by_lang
+
+
+class _TokensPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f} tokens/s" if task.speed else "", style="progress.data")
+
+
+@contextlib.contextmanager
+def scoring_progress(
+    label: str, console: Console | None = None
+) -> Iterator[Callable[[str, int], None]]:
+    """A line while a model scores (`xelm eval ppl`, `xelm run`'s evaluations): what it scores,
+    tokens/s; gone when it is done. Yields the `on_batch(where, tokens)` to call."""
+    import rich
+
+    console = console or rich.get_console()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), _TokensPerSecond())
+    # a live line only on a terminal (in a log file it would leave blank lines)
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
+        task = bar.add_task(f"scoring {label}", total=None)
+
+        def on_batch(where: str, tokens: int) -> None:
+            bar.update(task, advance=tokens, description=f"scoring {label}: {where}")
+
+        yield on_batch

@@ -28,6 +28,7 @@ from xelm.data.build import (
 )
 from xelm.data.debian_faq import FAQ_LANGS
 from xelm.data.install_guide import INSTALL_GUIDE_LANGS
+from xelm.display import scoring_progress
 from xelm.errors import XelmError
 from xelm.evaluate import Evaluator, passes, unigram_baseline
 from xelm.experts import expert_folders, plan_rounds, train_dense
@@ -484,7 +485,9 @@ def _evaluate(
             if model.router is not None:
                 how = {"route_tokens": route_tokens, **model.router.settings()}
             evaluator = Evaluator(model.path, precision=precision, **how)
-        results[set_name] = scores = evaluator.evaluate(corpus_dir, split, set_langs, max_docs)
+        with scoring_progress(f"{model.name}, {set_name}") as tick:
+            scores = evaluator.evaluate(corpus_dir, split, set_langs, max_docs, tick)
+        results[set_name] = scores
         seconds = time.perf_counter() - started
         tokens = sum(s["tokens"] for s in scores.values())
         log(

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, ProgressColumn, SpinnerColumn, TextColumn
-from rich.text import Text
 
 from xelm.cli.common import Langs, console, literal_choices, setting, split_list, value
 from xelm.cli.ensemble import RouterName
 from xelm.config import EvalConfig
-from xelm.display import score_tables
+from xelm.display import score_tables, scoring_progress
 from xelm.ensemble.routers import RouterChoice
 from xelm.errors import XelmError
 
@@ -136,27 +133,9 @@ def _score(named: list, corpus: Path, routers: list[str], how: dict) -> dict[str
         used = routers if is_ensemble(path) else []
         for r in used or [None]:
             label = f"{name}/{r}" if r and len(used) > 1 else name
-            with scoring_progress(label) as on_batch:
+            with scoring_progress(label, console) as on_batch:
                 results[label] = evaluate_model(path, corpus, router=r, on_batch=on_batch, **how)
     return results
-
-
-class _TokensPerSecond(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed:,.0f} tokens/s" if task.speed else "", style="progress.data")
-
-
-@contextlib.contextmanager
-def scoring_progress(label: str):
-    """A line per model while it scores: the language, tokens scored and tokens/s."""
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), _TokensPerSecond())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"scoring {label}", total=None)
-
-        def on_batch(lang: str, tokens: int) -> None:
-            bar.update(task, advance=tokens, description=f"scoring {label}: {lang}")
-
-        yield on_batch
 
 
 @app.command("icl")
