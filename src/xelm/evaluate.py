@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from xelm.corpus import Corpus
 from xelm.ensemble.routers import RouterChoice
 from xelm.errors import XelmError
-from xelm.models import logits_at, to_device
+from xelm.models import (
+    autocast,
+    check_vocab,
+    load_model,
+    logits_at,
+    resolve_device,
+    to_device,
+)
 
 
 @dataclass
@@ -189,7 +196,7 @@ def passes(scores: dict[str, dict[str, float]]) -> float:
     return ran / max(1, sum(s["window_tokens"] for s in scores.values()))
 
 
-def _window_tokens(docs: list[list[int]], context: int, stride: int) -> int:
+def _window_tokens(docs: list[np.ndarray], context: int, stride: int) -> int:
     return sum(len(w) for ids in docs for w, _ in windows(ids, context, stride))
 
 
@@ -337,7 +344,7 @@ def _posterior_into(alphas: list, pieces: dict, model, tokenizer, batch_size, co
             alphas[i] = a
 
 
-def _route_texts(model, token_rows: list[list[int]], default: list) -> list:
+def _route_texts(model, token_rows: list[np.ndarray], default: list) -> list:
     """The prefix router's α for the text of each row of tokens (`default` where it has no
     text or abstains), all rows in one call."""
     texts = model.tokenizer.batch_decode(token_rows, skip_special_tokens=True)
@@ -391,7 +398,6 @@ class Evaluator:
         fallback: bool | None = None,
         device: str | torch.device = "auto",
     ):
-        from xelm.models import check_vocab, load_model, resolve_device
         from xelm.paths import hf_ref
         from xelm.tokenizer import load_tokenizer
 
@@ -433,8 +439,6 @@ class Evaluator:
         """{lang: {documents, tokens, bytes, nll, perplexity, bits_per_byte, cost}} on the
         first `max_docs` documents of each language's split; `on_batch(lang, n)` after every
         batch, with the tokens it scored (a progress bar)."""
-        from xelm.models import autocast
-
         corpus = Corpus(corpus_dir)
         results = {}
         for lang in langs or corpus.langs:

@@ -218,25 +218,20 @@ class LanguageRouter(_PrefixRouter):
         return out
 
     def route(self, texts: list[str]) -> torch.Tensor | None:
-        experts = [self.language_to_expert.get(self.identify(t)) for t in self._texts(texts)]
-        if any(e is None for e in experts):
-            return None
-        return self._one_hot(experts)
-
-    def route_each(self, texts: list[str]) -> list[torch.Tensor | None]:
-        langs = self.identify_each(self._texts(texts))
-        experts = [self.language_to_expert.get(lang) for lang in langs]
-        known = [e for e in experts if e is not None]
-        rows = iter(self._one_hot(known)) if known else iter(())
-        return [None if e is None else next(rows) for e in experts]
-
-    def _one_hot(self, experts: list[int]) -> torch.Tensor:
-        """log α (texts, experts): all weight on each text's expert."""
         import torch
 
-        log_alpha = torch.full((len(experts), len(self.log_prior)), -math.inf)
-        log_alpha[torch.arange(len(experts)), torch.tensor(experts)] = 0.0
-        return log_alpha
+        each = self.route_each(texts)
+        if any(a is None for a in each):
+            return None
+        return torch.stack(each) if each else torch.empty(0, len(self.log_prior))
+
+    def route_each(self, texts: list[str]) -> list[torch.Tensor | None]:
+        import torch
+
+        langs = self.identify_each(self._texts(texts))
+        experts = [self.language_to_expert.get(lang) for lang in langs]
+        one_hot = torch.full((len(self.log_prior),), -math.inf)
+        return [None if e is None else one_hot.index_fill(0, torch.tensor(e), 0.0) for e in experts]
 
 
 @functools.cache

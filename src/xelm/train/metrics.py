@@ -89,7 +89,8 @@ def lm_loss(model, block: torch.Tensor, fused: bool = False) -> torch.Tensor:
 
 def fusable_head(model) -> torch.nn.Linear | None:
     """The output layer, if the model is a plain HF model (not wrapped for data parallelism or
-    compiled) of a type whose logits are just that layer's output."""
+    by torch.compile; a decoder compiled in place is fine) of a type whose logits are just that
+    layer's output."""
     from transformers import PreTrainedModel
 
     if not isinstance(model, PreTrainedModel):
