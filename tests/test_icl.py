@@ -206,6 +206,21 @@ def test_a_users_jsonl_task_runs_with_shots_and_seeds(twin_ensemble, tmp_path):
     assert result["shots"]["2"]["examples"] == 12
 
 
+def test_a_moved_task_folder_is_scored_from_where_it_is_now(help_corpus, branch_setup, tmp_path):
+    """A run copied to another machine: its `xelm data icl` folder's own lm-eval YAMLs name the
+    files where it was built; `xelm eval icl` reads them from where the folder is now."""
+    from xelm.icl.harness import evaluate_icl, load_lm
+
+    spec = IclSpec(examples=4, min_chars=10, tasks=["topic"])
+    build_icl(help_corpus, tmp_path / "built", spec, log=lambda s: None)
+    moved = (tmp_path / "built").rename(tmp_path / "moved")
+    assert str(tmp_path / "built") in (moved / "lm_eval/xelm_topic_ru.yaml").read_text()
+    lm = load_lm(branch_setup[1], precision="fp32")
+    result = evaluate_icl(lm, [moved], shots=[0], seeds=1)
+    assert set(result) == {"xelm_topic_en", "xelm_topic_ru"}
+    assert result["xelm_topic_ru"]["shots"]["0"]["examples"] == 4
+
+
 def test_win_rate_counts_noise_and_chance():
     def result(accs: dict) -> dict:
         return {

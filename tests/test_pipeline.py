@@ -22,6 +22,17 @@ def test_real_scale_config_plans_every_stage():
     assert cfg.seed.init == "facebook/xglm-1.7B" and cfg.seed.max_tokens == 0
 
 
+@pytest.mark.parametrize("config", ["demo.yaml", "gpu.yaml", "tiny.yaml", "xglm-mc4.yaml"])
+def test_a_moved_run_directory_keeps_every_stage_built(config, tmp_path):
+    """Stage keys name inputs by their own keys, never by where the run lies: a run trained on
+    one machine and copied to another (or renamed) skips what it has built."""
+    keys = []
+    for run_dir in (tmp_path / "here", tmp_path / "elsewhere" / "renamed", "runs/relative"):
+        cfg = load_config(CONFIGS / config, [f"run_dir={run_dir}"])
+        keys.append({s.name: s.key for s in stages(cfg, log=lambda _: None)})
+    assert keys[0] == keys[1] == keys[2] and len(keys[0]) > 5
+
+
 def test_run_on_imported_corpus_with_a_pretrained_seed(branch_setup, tmp_path):
     from conftest import synthetic_docs
 

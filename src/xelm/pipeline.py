@@ -113,8 +113,15 @@ class Plan:
             key = self.add("seed", run.seed, build, seed.init, self.keys["tokenizer"])
         else:  # resume=True: an interrupted seed run continues from its last checkpoint
             build = lambda f: train(seed, resume=True)  # noqa: E731
+            # the section as configured: the run's paths filled in above are inputs, named by
+            # their keys, so a moved run directory keeps its stages
             key = self.add(
-                "seed", run.seed, build, self.keys["corpus"], self.keys["tokenizer"], seed
+                "seed",
+                run.seed,
+                build,
+                self.keys["corpus"],
+                self.keys["tokenizer"],
+                self.cfg.seed,
             )
         self.models.append(EvalModel("seed", "seed", run.seed, key, langs=self.all_langs()))
         key = fingerprint("unigram", self.keys["corpus"], self.keys["tokenizer"])
@@ -147,23 +154,24 @@ class Plan:
         return sets
 
     def experts(self) -> None:
-        x, run = self.cfg.experts, self.run
-        x = x.replace(train=x.train.replace(corpus=str(run.corpus), init=str(run.seed)))
+        configured, run = self.cfg.experts, self.run  # keys: as configured (see `seed`)
+        x = configured.replace(
+            train=configured.train.replace(corpus=str(run.corpus), init=str(run.seed))
+        )
         for name, spec, rounds in self.expert_sets():
-            branch = x.replace(rounds=rounds)
-            build = functools.partial(_experts, run, spec.name, branch, self.log)
+            build = functools.partial(_experts, run, spec.name, x.replace(rounds=rounds), self.log)
             self.add(
                 f"experts {name}",
                 run.experts(name),
                 build,
                 self.keys["seed"],
                 self.keys[f"allocation {spec.name}"],
-                branch,
+                configured.replace(rounds=rounds),
             )
         if x.dense:
             build = lambda f: train_dense(run.seed, run.corpus, f, x)  # noqa: E731
             # replay changes experts only: the dense run already trains on the whole mix
-            dense_train = x.train.replace(replay=0.0)
+            dense_train = configured.train.replace(replay=0.0)
             key = self.add("dense", run.dense, build, self.keys["seed"], x.tokens, dense_train)
             self.models.append(EvalModel("dense", "dense", run.dense, key, langs=self.all_langs()))
 

@@ -5,7 +5,9 @@ Layout of the output folder:
     manifest.json                       sizes, options, chance accuracy per task and language
     <task>/<lang>.test.jsonl            the questions
     <task>/<lang>.fewshot.jsonl         the demonstrations (from other test pages)
-    lm_eval/xelm_<task>_<lang>.yaml     one lm-eval task each (`--include_path OUT/lm_eval`)
+    lm_eval/xelm_<task>_<lang>.yaml     one lm-eval task each (`--include_path OUT/lm_eval`; they
+                                        name the files where the folder was built: `xelm eval
+                                        icl` writes its own from where the folder is now)
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def task_yaml(name: str, files: dict[str, Path], delimiter: str, tags: list[str]
         ],
         "metadata": {"version": 1},
     }
+
+
+def write_task(folder: Path, name: str, files: dict[str, Path], delimiter: str, tag: str) -> Path:
+    """`folder/<name>.yaml`: the lm-eval task of `task_yaml` (lm-eval's `--include_path`)."""
+    path = folder / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = task_yaml(name, files, delimiter, [tag])
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+    return path
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -154,10 +165,8 @@ def build_icl(
                     "majority": max((answers or labels).values()) / len(test),
                 }
                 final = {p: out / task / f"{lang}.{p}.jsonl" for p in PARTS}
-                doc = task_yaml(task_name(task, lang), final, DELIMITERS[task], [f"xelm_{task}"])
-                path = tmp / TASK_DIR / f"{task_name(task, lang)}.yaml"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+                name = task_name(task, lang)
+                write_task(tmp / TASK_DIR, name, final, DELIMITERS[task], f"xelm_{task}")
             log(f"  {lang}: " + ", ".join(_sizes(manifest, lang)))
         if not any(entry["langs"] for entry in manifest["tasks"].values()):
             raise XelmError(

@@ -20,7 +20,8 @@ from pathlib import Path
 import yaml
 
 from xelm.errors import XelmError
-from xelm.icl.build import MANIFEST, TASK_DIR, task_yaml
+from xelm.icl.build import MANIFEST, task_name, write_task
+from xelm.icl.tasks import PARTS
 
 METRICS = ("acc", "acc_norm")
 
@@ -35,18 +36,19 @@ def task_sources(sources: list[str | Path]):
         for source in map(Path, sources):
             if source.is_dir() and (source / MANIFEST).exists():
                 manifest = json.loads((source / MANIFEST).read_text())
-                include.append(str(source / TASK_DIR))
                 for task, entry in manifest["tasks"].items():
                     for lang, sizes in entry["langs"].items():
-                        names.append(f"xelm_{task}_{lang}")
-                        meta[names[-1]] = (task, lang, sizes["chance"])
+                        # the folder's own lm_eval/ YAMLs name the files where it was built:
+                        # written afresh from where it is now, a moved run still finds them
+                        files = {p: source / task / f"{lang}.{p}.jsonl" for p in PARTS}
+                        name = task_name(task, lang)
+                        write_task(Path(tmp), name, files, entry["delimiter"], f"xelm_{task}")
+                        names.append(name)
+                        meta[name] = (task, lang, sizes["chance"])
             elif source.suffix == ".jsonl" and source.is_file():
                 chance = _check_jsonl(source)
                 name = f"user_{source.stem}"
-                doc = task_yaml(name, {"test": source}, " ", ["xelm_user"])
-                (Path(tmp) / f"{name}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
-                if tmp not in include:
-                    include.append(tmp)
+                write_task(Path(tmp), name, {"test": source}, " ", "xelm_user")
                 names.append(name)
                 meta[name] = (source.stem, None, chance)
             elif source.suffix in (".yaml", ".yml") and source.is_file():
@@ -61,6 +63,8 @@ def task_sources(sources: list[str | Path]):
                     f"{source}: not a task source; give an `xelm data icl` folder, a .jsonl "
                     "file (context, options, answer) or an lm-eval task .yaml"
                 )
+        if any(Path(tmp).iterdir()):
+            include.append(tmp)
         yield include, names, meta
 
 
